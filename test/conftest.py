@@ -1,0 +1,100 @@
+"""Shared fixtures: isolated ROS environments and real recorder/publisher processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xsquare_logger.procs import ros_env, start, stop
+
+TEST_DIR = Path(__file__).parent
+_next_domain = [((os.getpid() * 7) % 200) + 1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ros: starts real ROS 2 processes")
+
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    """A ROS environment with a domain id no other test in this run uses."""
+    _next_domain[0] = _next_domain[0] % 232 + 1
+    e = ros_env(_next_domain[0])
+    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TEST_DIR), e.get("PYTHONPATH")]))
+    return e
+
+
+class Proc:
+    """A child process whose stderr/stdout go to files we can poll."""
+
+    def __init__(self, args: list[str], env: dict[str, str], logdir: Path, name: str) -> None:
+        self.out = logdir / f"{name}.out"
+        self.err = logdir / f"{name}.err"
+        self.p = start(args, env, stdout=self.out, stderr=self.err)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while time.monotonic() < deadline:
+            if rx.search(self.err.read_text(errors="replace")):
+                return
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(
+            f"{pattern!r} not seen (exit {self.p.poll()}):\n{self.err.read_text()[-3000:]}"
+        )
+
+    def stop(self, timeout: float = 60.0) -> int:
+        return stop(self.p, timeout)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        return self.p.wait(timeout)
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+    started: list[Proc] = []
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+
+    def launch(args: list[str], env: dict[str, str], name: str) -> Proc:
+        p = Proc(args, env, logdir, name)
+        started.append(p)
+        return p
+
+    yield launch
+    for p in started:
+        if p.p.poll() is None:
+            p.p.kill()
+            p.p.wait()
+
+
+def xsq(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real `xsq` CLI in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "xsquare_logger.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def pymcap_doctor(path: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("pymcap-cli")
+    return subprocess.run([str(exe), "doctor", str(path)], capture_output=True, text=True)

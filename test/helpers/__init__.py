@@ -1,0 +1,1 @@
+"""Test helpers: processes that publish known messages over real rclpy."""

@@ -1,0 +1,174 @@
+"""The one configuration model of xsquare_logger.
+
+Loaded from YAML (``config/robot.yaml`` is the default humanoid profile), or
+embedded defaults when no file is given, then overridden by ROS parameters or
+CLI flags given as dotted keys (``recording.max_bag_size``). Every error names
+the offending field, so a bad robot config fails at start-up, not mid-visit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ConfigError",
+    "LoggerConfig",
+    "RecordingConfig",
+    "apply_overrides",
+    "config_digest",
+    "load_config",
+]
+
+Compression = Literal["zstd", "lz4", "none"]
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a robot config must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RecordingConfig(_Strict):
+    """What to record and how to write it."""
+
+    topics: list[str] = Field(
+        default_factory=list, description="Topics to record (absolute names)."
+    )
+    all_topics: bool = Field(
+        True, description="Record every topic discovered (minus exclude_regex)."
+    )
+    regex: str = Field("", description="Record topics matching this regular expression.")
+    exclude_regex: str = Field(
+        r"^/(rosout|parameter_events)$", description="Never record topics matching this."
+    )
+    include_hidden_topics: bool = False
+    max_bag_size: int = Field(0, ge=0, description="Split files at this size in bytes; 0 = off.")
+    max_bag_duration: float = Field(
+        0.0, ge=0, description="Split files after this many seconds; 0 = off."
+    )
+    compression: Compression = "zstd"
+    zstd_level: int = Field(1, ge=-7, le=22)
+    chunk_size: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, description="Uncompressed MCAP chunk size in bytes."
+    )
+    flush_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between forced chunk flushes (crash window)."
+    )
+    fsync: bool = Field(True, description="fsync after each flush so a power cut keeps data.")
+    queue_max_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024 * 1024, description="Writer queue bound in bytes."
+    )
+    discovery_interval: float = Field(1.0, gt=0, description="Seconds between topic scans.")
+    qos_depth: int = Field(100, ge=1, description="Subscription history depth.")
+    disk_reserve_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=0,
+        description="Close the session cleanly when free disk falls below this.",
+    )
+    status_interval: float = Field(1.0, gt=0, description="Seconds between SessionStatus.")
+
+    @field_validator("regex", "exclude_regex")
+    @classmethod
+    def _valid_regex(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _absolute_topics(cls, value: list[str]) -> list[str]:
+        # rosbag2 accepts relative names and resolves them in the node's
+        # namespace; our recorder runs in "/", so normalise here once.
+        return [t if t.startswith("/") else "/" + t for t in value]
+
+
+class LoggerConfig(_Strict):
+    """Whole-robot configuration."""
+
+    robot_id: str = Field(
+        "humanoid-sim",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="Robot name; first part of every session id.",
+    )
+    data_root: Path = Field(Path("data"), description="Directory holding session folders.")
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+
+    @field_validator("data_root")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(os.path.expandvars(str(value))).expanduser()
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {field}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(config: LoggerConfig, overrides: dict[str, Any], source: str) -> LoggerConfig:
+    """Return a new config with dotted-key ``overrides`` applied and re-validated."""
+    if not overrides:
+        return config
+    data = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        _set_dotted(data, key, value)
+    try:
+        return LoggerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> LoggerConfig:
+    """Load and validate a YAML config; ``None`` gives the embedded defaults."""
+    if path is None:
+        return LoggerConfig()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return LoggerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(str(p), exc)) from None
+
+
+def config_digest(config: LoggerConfig) -> str:
+    """sha256 of the canonical JSON form: identifies the exact config a session used."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,114 @@
+"""session.json: the session's own manifest, read by the uploader, `xsq info` and tools.
+
+rosbag2's metadata.yaml describes the bag; session.json adds what a data
+pipeline needs: who/where/which config, every loss per topic, and each file's
+size and sha256 so a remote copy can be verified before local data is freed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "FileEntry",
+    "ManifestError",
+    "SessionManifest",
+    "TaskEntry",
+    "TopicEntry",
+    "read_manifest",
+    "write_manifest",
+]
+
+MANIFEST_NAME = "session.json"
+FORMAT = "xsquare_session/1"
+
+
+class ManifestError(Exception):
+    """session.json missing or invalid."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class FileEntry(_Model):
+    path: str = Field(description="File name relative to the session directory.")
+    size: int
+    sha256: str
+    message_count: int
+    start_ns: int = 0
+    end_ns: int = 0
+
+
+class TopicEntry(_Model):
+    type: str
+    received: int = 0
+    written: int = 0
+    bytes_written: int = 0
+    lost_transport: int = 0
+    dropped_queue: int = 0
+    dropped_disk: int = 0
+    publishers: int = 0
+
+
+class TaskEntry(_Model):
+    episode_index: int
+    task: str
+    start_ns: int
+    end_ns: int | None = None
+    outcome: str | None = None
+    operator: str = ""
+    instruction: str = ""
+    note: str = ""
+
+
+class SessionManifest(_Model):
+    format: str = FORMAT
+    session_id: str
+    robot_id: str
+    software_version: str
+    config_digest: str
+    ros_distro: str = "kilted"
+    state: Literal["recording", "closed", "recovered"] = "recording"
+    close_reason: str | None = None
+    started_ns: int = 0
+    ended_ns: int | None = None
+    visit: dict[str, object] | None = None
+    tasks: list[TaskEntry] = Field(default_factory=list)
+    topics: dict[str, TopicEntry] = Field(default_factory=dict)
+    drops: dict[str, int] = Field(default_factory=dict)
+    files: list[FileEntry] = Field(default_factory=list)
+    upload: dict[str, object] = Field(default_factory=lambda: {"state": "pending"})
+
+
+def write_manifest(directory: Path, manifest: SessionManifest) -> Path:
+    """Atomically (write + fsync + rename) store ``session.json`` in ``directory``."""
+    path = directory / MANIFEST_NAME
+    tmp = directory / (MANIFEST_NAME + ".tmp")
+    data = json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(directory: Path) -> SessionManifest:
+    path = directory / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no session manifest (not an xsquare session?)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: unreadable session manifest: {exc}") from None
+    try:
+        return SessionManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(f"{path}: invalid session manifest: {exc}") from None

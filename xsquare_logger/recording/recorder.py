@@ -1,0 +1,318 @@
+"""The recorder core: ROS callbacks hand bytes to a bounded queue, one thread writes.
+
+No rclpy here. The node adapts subscriptions to :meth:`Recorder.add_topic`,
+whose returned callback does O(1) work per message: count, enqueue, return.
+Everything else (sequence-gap accounting, MCAP writing, compression, hashing,
+flushing, disk checks, status) happens on the writer thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import LoggerConfig, config_digest
+from .manifest import SessionManifest
+from .qos import QosDict, make_qos
+from .queue import ByteBoundedQueue
+from .session import SessionWriter
+from .stats import SequenceTracker, TopicStats
+
+__all__ = [
+    "STATUS_TOPIC",
+    "STATUS_TYPE",
+    "Recorder",
+    "StatusSnapshot",
+    "make_session_id",
+]
+
+log = logging.getLogger("xsquare_logger.recorder")
+
+STATUS_TOPIC = "/xsquare/session_status"
+STATUS_TYPE = "xsquare_logger_msgs/msg/SessionStatus"
+
+RawCallback = Callable[[bytes, dict[str, Any]], None]
+
+
+def make_session_id(robot_id: str, now: datetime | None = None) -> str:
+    """``<robot_id>_<UTC yyyymmddTHHMMSSZ>_<6 hex>``: sortable by time, unique per robot."""
+    now = now or datetime.now(UTC)
+    return f"{robot_id}_{now.strftime('%Y%m%dT%H%M%SZ')}_{secrets.token_hex(3)}"
+
+
+@dataclass
+class StatusSnapshot:
+    """What the operator and the bag see about a session, about once a second."""
+
+    state: str  # "recording" | "stopping" | "closed"
+    session_id: str
+    stamp_ns: int
+    elapsed_sec: float
+    bytes_written: int
+    messages_written: int
+    lost_transport: int
+    dropped_queue: int
+    dropped_disk: int
+    disk_free_bytes: int
+    topics: list[TopicStats] = field(default_factory=list)
+    current_task: str = ""
+    episode_index: int = -1
+    upload_backlog: int = 0
+
+
+class Recorder:
+    """Records one session. ``start()``, feed callbacks, ``stop()``.
+
+    ``status_encoder`` turns a :class:`StatusSnapshot` into serialized
+    ``SessionStatus`` CDR so status is recorded in the bag itself;
+    ``on_status`` lets the node publish it; ``on_auto_stop`` is told when the
+    recorder ended the session by itself (disk reserve, disk error).
+    """
+
+    def __init__(
+        self,
+        config: LoggerConfig,
+        session_dir: Path,
+        session_id: str,
+        status_encoder: Callable[[StatusSnapshot], bytes] | None = None,
+        on_status: Callable[[StatusSnapshot], None] | None = None,
+        on_auto_stop: Callable[[str], None] | None = None,
+        session_writer_factory: Callable[..., SessionWriter] = SessionWriter,
+    ) -> None:
+        self.config = config
+        self.rcfg = config.recording
+        self.session_id = session_id
+        self.session_dir = session_dir
+        self._status_encoder = status_encoder
+        self._on_status = on_status
+        self._on_auto_stop = on_auto_stop
+        self.started_ns = time.time_ns()
+        manifest = SessionManifest(
+            session_id=session_id,
+            robot_id=config.robot_id,
+            software_version=__version__,
+            config_digest=config_digest(config),
+            started_ns=self.started_ns,
+        )
+        self.writer = session_writer_factory(session_dir, manifest, self.rcfg)
+        self.queue: ByteBoundedQueue[tuple[int, bytes, dict[str, Any]]] = ByteBoundedQueue(
+            self.rcfg.queue_max_bytes
+        )
+        self.stats: list[TopicStats] = []
+        self._seq: list[SequenceTracker] = []
+        self._by_name: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._accepting = True
+        self._stop_requested = threading.Event()
+        self.stop_reason = "stopped"
+        self._thread = threading.Thread(target=self._run, name="xsq-writer", daemon=True)
+        self._status_index: int | None = None
+        self._disk_failed = False
+        self.disk_free = shutil.disk_usage(session_dir).free
+        self.last_status: StatusSnapshot | None = None
+        if status_encoder is not None:
+            self._status_index = self._register(
+                STATUS_TOPIC, STATUS_TYPE, [make_qos("reliable", "volatile", depth=10)]
+            )
+
+    # -- topics (any thread) ----------------------------------------------------------------
+    def _register(self, topic: str, type_name: str, qos: list[QosDict]) -> int:
+        stats = TopicStats(topic, type_name)
+        with self._lock:
+            index = self.writer.add_topic(topic, type_name, qos, stats)
+            self.stats.append(stats)
+            self._seq.append(SequenceTracker())
+            self._by_name[topic] = index
+        return index
+
+    def has_topic(self, topic: str) -> bool:
+        return topic in self._by_name
+
+    def add_topic(self, topic: str, type_name: str, qos: list[QosDict]) -> RawCallback:
+        """Register ``topic`` and return the raw subscription callback for it.
+
+        ``qos`` are the publishers' offered profiles (rosbag2 v9 dicts).
+        Raises :class:`~xsquare_logger.bag.schema.SchemaNotFoundError` if the
+        type's definition is not installed (the bag would not be self-describing).
+        """
+        index = self._register(topic, type_name, qos)
+        stats = self.stats[index]
+        put = self.queue.put
+
+        def callback(msg: bytes, info: dict[str, Any]) -> None:
+            stats.received += 1
+            if not self._accepting:
+                return
+            if not put((index, msg, info), len(msg)):
+                stats.dropped_queue += 1
+
+        return callback
+
+    def update_qos(self, topic: str, qos: list[QosDict]) -> None:
+        with self._lock:
+            self.writer.update_qos(self._by_name[topic], qos)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Ask the writer thread to drain the queue and finalize; returns at once."""
+        if not self._stop_requested.is_set():
+            self.stop_reason = reason
+            self._stop_requested.set()
+
+    def stop(self, reason: str = "stopped", timeout: float | None = None) -> SessionManifest:
+        """Stop accepting messages, write everything queued, finalize files. Blocks."""
+        self.request_stop(reason)
+        self._thread.join(timeout)
+        return self.writer.manifest
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- writer thread ----------------------------------------------------------------------
+    def _process(self, batch: list[tuple[int, bytes, dict[str, Any]]]) -> None:
+        write = self.writer.write
+        for index, msg, info in batch:
+            stats = self.stats[index]
+            seq = info.get("publication_sequence_number") or 0
+            gid = info.get("publisher_gid")
+            if gid is not None and seq:
+                lost = self._seq[index].observe(bytes(gid["data"]), seq)
+                if lost:
+                    stats.lost_transport += lost
+                stats.publishers = self._seq[index].publishers
+            if self._disk_failed:
+                stats.dropped_disk += 1
+                continue
+            recv = info.get("received_timestamp") or time.time_ns()
+            src = info.get("source_timestamp") or recv
+            try:
+                write(index, recv, src, msg, seq & 0xFFFFFFFF)
+            except OSError as exc:
+                stats.dropped_disk += 1
+                self._disk_error(exc)
+
+    def _disk_error(self, exc: OSError) -> None:
+        self._disk_failed = True
+        reason = f"disk error: {exc.strerror or exc} in {self.session_dir}"
+        log.error("recording stopped: %s; flushed data is kept (run `xsq recover`)", reason)
+        self._accepting = False
+        self.stop_reason = reason
+        self._stop_requested.set()
+        if self._on_auto_stop:
+            self._on_auto_stop(reason)
+
+    def _check_disk(self) -> None:
+        try:
+            self.disk_free = shutil.disk_usage(self.session_dir).free
+        except OSError:
+            return
+        reserve = self.rcfg.disk_reserve_bytes
+        if self.disk_free < reserve and not self._stop_requested.is_set():
+            reason = (
+                f"disk reserve reached: {self.disk_free / 1e6:.0f} MB free "
+                f"< reserve {reserve / 1e6:.0f} MB on {self.session_dir}"
+            )
+            log.warning("closing session: %s", reason)
+            self.request_stop(reason)
+            if self._on_auto_stop:
+                self._on_auto_stop(reason)
+
+    def snapshot(self, state: str = "recording") -> StatusSnapshot:
+        stats = [s for i, s in enumerate(self.stats) if i != self._status_index]
+        now = time.time_ns()
+        return StatusSnapshot(
+            state=state,
+            session_id=self.session_id,
+            stamp_ns=now,
+            elapsed_sec=(now - self.started_ns) / 1e9,
+            bytes_written=self.writer.bytes_written,
+            messages_written=sum(s.written for s in stats),
+            lost_transport=sum(s.lost_transport for s in stats),
+            dropped_queue=sum(s.dropped_queue for s in stats),
+            dropped_disk=sum(s.dropped_disk for s in stats),
+            disk_free_bytes=self.disk_free,
+            topics=[TopicStats(**s.to_dict()) for s in stats],  # type: ignore[arg-type]
+        )
+
+    def _emit_status(self, state: str) -> None:
+        snap = self.snapshot(state)
+        self.last_status = snap
+        if self._status_encoder is not None and self._status_index is not None:
+            if not self._disk_failed:
+                try:
+                    data = self._status_encoder(snap)
+                    self.writer.write(self._status_index, snap.stamp_ns, snap.stamp_ns, data, 0)
+                    self.stats[self._status_index].received += 1
+                except OSError as exc:
+                    self._disk_error(exc)
+        if self._on_status:
+            try:
+                self._on_status(snap)
+            except Exception:  # a status consumer must never stop the recording
+                log.exception("status callback failed")
+
+    def _run(self) -> None:
+        rcfg = self.rcfg
+        now = time.monotonic()
+        next_flush = now + rcfg.flush_interval
+        next_status = now  # first status at once: the bag shows when recording began
+        next_disk = now
+        try:
+            while True:
+                stopping = self._stop_requested.is_set()
+                if stopping:
+                    self._accepting = False
+                batch = self.queue.get_batch(timeout=0.05)
+                if batch:
+                    self._process(batch)
+                now = time.monotonic()
+                if now >= next_disk:
+                    self._check_disk()
+                    next_disk = now + 0.25
+                if now >= next_status:
+                    self._emit_status("recording")
+                    next_status = now + rcfg.status_interval
+                if now >= next_flush and not self._disk_failed:
+                    try:
+                        self.writer.flush()
+                    except OSError as exc:
+                        self._disk_error(exc)
+                    next_flush = now + rcfg.flush_interval
+                if stopping and not batch and len(self.queue) == 0:
+                    break
+            self._finish()
+        except Exception:
+            log.exception("writer thread failed; abandoning session for recovery")
+            self.stop_reason = "error: writer thread failed (see log)"
+            self.writer.abandon(self.stop_reason)
+            if self._on_auto_stop:
+                self._on_auto_stop(self.stop_reason)
+
+    def _finish(self) -> None:
+        if self._disk_failed:
+            self.writer.abandon(self.stop_reason)
+            self._emit_status("closed")
+            return
+        self._emit_status("stopping")
+        try:
+            self.writer.close(self.stop_reason)
+        except OSError as exc:
+            self._disk_failed = True
+            self.stop_reason = f"disk error while closing: {exc.strerror or exc}"
+            self.writer.abandon(self.stop_reason)
+        self.last_status = self.snapshot("closed")
+        if self._on_status:
+            self._on_status(self.last_status)
