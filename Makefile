@@ -13,7 +13,13 @@ VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# This machine's pip config lists local index folders that lack most projects; pip then
+# prints one "Location ... is ignored" warning per package. Hide only those lines.
+PIP_FILTER := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; \
+	exit $${PIPESTATUS[0]}
 STAMP := $(VENV)/.setup-stamp
+# pip of a new venv is upgraded to this (the bundled 23.x is slow and noisy here).
+PIP_VERSION ?= 26.3
 
 # DDS hygiene for every ROS process started from here: stay on the loopback, and use
 # a domain of our own (override: make test ROS_DOMAIN_ID=17).
@@ -42,13 +48,16 @@ $(STAMP): $(SETUP_DEPS)
 	@if [ ! -x "$(PY)" ]; then \
 		echo "setup: creating $(VENV) with $(PYTHON)"; \
 		"$(PYTHON)" -m venv "$(VENV)"; \
+		$(PIP) install -q --progress-bar off "pip==$(PIP_VERSION)" $(PIP_FILTER); \
 	fi
 	@echo "setup: installing pinned requirements (constraints.txt)"
-	$(PIP) install -q --progress-bar off -c constraints.txt -r requirements.txt
+	@echo "$(PIP) install -q -c constraints.txt -r requirements.txt"
+	@$(PIP) install -q --progress-bar off -c constraints.txt -r requirements.txt $(PIP_FILTER)
 	@echo "setup: building the xsquare_logger_msgs interfaces"
 	scripts/build_msgs.sh "$(VENV)"
 	@echo "setup: installing xsquare_logger (editable)"
-	$(PIP) install -q --progress-bar off --no-deps -e .
+	@echo "$(PIP) install -q --no-deps -e ."
+	@$(PIP) install -q --progress-bar off --no-deps -e . $(PIP_FILTER)
 	@# pip's editable install skips data_files: expose package.xml, launch/ and config/
 	@# in the venv's ament index by symlinks, so get_package_share_directory works
 	@# (with AMENT_PREFIX_PATH=$(VENV)) and edits need no reinstall.

@@ -91,7 +91,7 @@ class RecorderNode(Node):
             allow_undeclared_parameters=True,
             automatically_declare_parameters_from_overrides=True,
         )
-        self.config = apply_overrides(config, self._parameter_overrides(), "ROS parameters")
+        self.config = apply_overrides(config, self._config_overrides(), "ROS parameters")
         cfg = self.config
         self.session_id = make_session_id(cfg.robot_id)
         if session_dir is None:
@@ -120,13 +120,14 @@ class RecorderNode(Node):
         self.create_timer(cfg.recording.discovery_interval, self.discover)
         self.get_logger().info(f"recording session {self.session_id} into {session_dir}")
 
-    def _parameter_overrides(self) -> dict[str, Any]:
+    def _config_overrides(self) -> dict[str, Any]:
         # Parameters given at launch (e.g. `-p recording.max_bag_size:=1000000`)
         # override the YAML config with the same dotted names.
         return {
             name: p.value
-            for name, p in self._parameters.items()
-            if name != "use_sim_time" and p.value is not None
+            for name, p in self.get_parameters_by_prefix("").items()
+            # rclpy declares its own (use_sim_time, start_type_description_service...).
+            if name.split(".")[0] in LoggerConfig.model_fields and p.value is not None
         }
 
     def _publish_status(self, snap: StatusSnapshot) -> None:

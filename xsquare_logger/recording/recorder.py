@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..bag.mcap_writer import McapWriterError
 from ..config import LoggerConfig, config_digest
 from .manifest import SessionManifest
 from .qos import QosDict, make_qos
@@ -39,6 +40,9 @@ log = logging.getLogger("xsquare_logger.recorder")
 
 STATUS_TOPIC = "/xsquare/session_status"
 STATUS_TYPE = "xsquare_logger_msgs/msg/SessionStatus"
+
+# What a full or failing disk raises from the session writer.
+_WRITE_ERRORS = (OSError, McapWriterError)
 
 RawCallback = Callable[[bytes, dict[str, Any]], None]
 
@@ -200,13 +204,13 @@ class Recorder:
             src = info.get("source_timestamp") or recv
             try:
                 write(index, recv, src, msg, seq & 0xFFFFFFFF)
-            except OSError as exc:
+            except _WRITE_ERRORS as exc:
                 stats.dropped_disk += 1
                 self._disk_error(exc)
 
-    def _disk_error(self, exc: OSError) -> None:
+    def _disk_error(self, exc: Exception) -> None:
         self._disk_failed = True
-        reason = f"disk error: {exc.strerror or exc} in {self.session_dir}"
+        reason = f"disk error: {exc}"
         log.error("recording stopped: %s; flushed data is kept (run `xsq recover`)", reason)
         self._accepting = False
         self.stop_reason = reason
@@ -256,7 +260,7 @@ class Recorder:
                     data = self._status_encoder(snap)
                     self.writer.write(self._status_index, snap.stamp_ns, snap.stamp_ns, data, 0)
                     self.stats[self._status_index].received += 1
-                except OSError as exc:
+                except _WRITE_ERRORS as exc:
                     self._disk_error(exc)
         if self._on_status:
             try:
@@ -288,7 +292,7 @@ class Recorder:
                 if now >= next_flush and not self._disk_failed:
                     try:
                         self.writer.flush()
-                    except OSError as exc:
+                    except _WRITE_ERRORS as exc:
                         self._disk_error(exc)
                     next_flush = now + rcfg.flush_interval
                 if stopping and not batch and len(self.queue) == 0:
@@ -309,9 +313,9 @@ class Recorder:
         self._emit_status("stopping")
         try:
             self.writer.close(self.stop_reason)
-        except OSError as exc:
+        except _WRITE_ERRORS as exc:
             self._disk_failed = True
-            self.stop_reason = f"disk error while closing: {exc.strerror or exc}"
+            self.stop_reason = f"disk error while closing: {exc}"
             self.writer.abandon(self.stop_reason)
         self.last_status = self.snapshot("closed")
         if self._on_status:

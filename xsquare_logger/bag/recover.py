@@ -1,0 +1,652 @@
+"""Repair an MCAP file left behind by a crash, a power loss or a full disk.
+
+The recorder writes ``X.mcap.active`` and renames it to ``X.mcap`` after a clean close. When
+the process dies first, the ``.active`` file has no summary and usually ends inside a record.
+Because :class:`~xsquare_logger.bag.mcap_writer.McapWriter` writes Schema and Channel records
+into the data section and closes a chunk at least once a second, everything up to the last
+complete chunk can be read back record by record.
+
+:func:`recover_mcap` keeps every Schema, Channel, Metadata and Attachment record and every
+message of every complete chunk whose CRC verifies, drops the chunk cut by the crash (and any
+corrupt one), writes a new valid, indexed MCAP next to it with the same compression and
+profile, fsyncs it, and only then removes the ``.active`` file. A file that is in fact complete
+(closed cleanly, but not renamed) is verified and renamed without rewriting.
+
+All times are integer nanoseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import lz4.frame
+import zstandard
+from mcap.reader import make_reader
+
+from xsquare_logger.bag.mcap_writer import MCAP_MAGIC, McapWriter, McapWriterError, Opcode
+
+__all__ = ["RecoveryError", "RecoveryResult", "recover_mcap"]
+
+_RECORD_HEADER = struct.Struct("<BQ")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_CHUNK_FIXED = struct.Struct("<QQQII")  # start, end, uncompressed size, crc, len(compression)
+_MESSAGE_FIXED = struct.Struct("<HIQQ")  # channel id, sequence, log_time, publish_time
+_FOOTER_TAIL = 1 + 8 + 20 + len(MCAP_MAGIC)  # footer record + trailing magic
+_DATA_END_SIZE = 1 + 8 + 4
+_SUFFIX = ".active"
+
+
+class RecoveryError(Exception):
+    """The file cannot be recovered (not an MCAP file, no valid header, target exists, ...)."""
+
+
+@dataclass
+class RecoveryResult:
+    """What :func:`recover_mcap` produced.
+
+    Attributes:
+        out_path: The recovered (or renamed) MCAP file.
+        messages_recovered: Messages in ``out_path``.
+        chunks_recovered: Complete, CRC-valid chunks read from the source.
+        chunks_dropped: Chunks lost because they were truncated, corrupt or undecodable.
+        bytes_discarded: Source bytes dropped: damaged chunks plus the truncated/corrupt tail.
+        message_counts: Topic -> messages recovered.
+        message_start_time: Smallest log_time recovered (ns), None without messages.
+        message_end_time: Largest log_time recovered (ns), None without messages.
+        topics: Topic -> (type/schema name, message encoding, channel metadata).
+        metadata: Metadata record name -> key/value pairs (last record of a name wins).
+        sha256: SHA-256 (hex) of ``out_path``.
+        size: Size of ``out_path`` in bytes.
+        was_complete: The source already had a valid summary and footer; it was renamed or
+            copied unchanged.
+        messages_skipped: Messages in good chunks dropped because their channel was unknown.
+    """
+
+    out_path: Path
+    messages_recovered: int = 0
+    chunks_recovered: int = 0
+    chunks_dropped: int = 0
+    bytes_discarded: int = 0
+    message_counts: dict[str, int] = field(default_factory=dict)
+    message_start_time: int | None = None
+    message_end_time: int | None = None
+    topics: dict[str, tuple[str, str, dict[str, str]]] = field(default_factory=dict)
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    sha256: str = ""
+    size: int = 0
+    was_complete: bool = False
+    messages_skipped: int = 0
+
+
+# ---------------------------------------------------------------------------- record parsing
+
+
+class _Corrupt(Exception):
+    """A record body does not parse (internal)."""
+
+
+class _Cursor:
+    """Reads MCAP primitive fields from a buffer; raises _Corrupt past the end."""
+
+    __slots__ = ("buf", "end", "pos")
+
+    def __init__(self, buf: memoryview, pos: int = 0, end: int | None = None) -> None:
+        self.buf = buf
+        self.pos = pos
+        self.end = len(buf) if end is None else end
+
+    def _take(self, n: int) -> int:
+        start = self.pos
+        if n < 0 or start + n > self.end:
+            raise _Corrupt
+        self.pos = start + n
+        return start
+
+    def u16(self) -> int:
+        return _U16.unpack_from(self.buf, self._take(2))[0]
+
+    def u32(self) -> int:
+        return _U32.unpack_from(self.buf, self._take(4))[0]
+
+    def u64(self) -> int:
+        return _U64.unpack_from(self.buf, self._take(8))[0]
+
+    def raw(self, n: int) -> memoryview:
+        start = self._take(n)
+        return self.buf[start : start + n]
+
+    def string(self) -> str:
+        try:
+            return str(self.raw(self.u32()), "utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Corrupt from exc
+
+    def string_map(self) -> dict[str, str]:
+        stop = self.pos + self.u32()
+        if stop > self.end:
+            raise _Corrupt
+        values: dict[str, str] = {}
+        while self.pos < stop:
+            key = self.string()
+            values[key] = self.string()
+        if self.pos != stop:
+            raise _Corrupt
+        return values
+
+
+@dataclass
+class _Schema:
+    id: int
+    name: str
+    encoding: str
+    data: bytes
+
+
+@dataclass
+class _Channel:
+    id: int
+    schema_id: int
+    topic: str
+    message_encoding: str
+    metadata: dict[str, str]
+
+
+def _parse_schema(body: memoryview) -> _Schema:
+    c = _Cursor(body)
+    schema_id = c.u16()
+    name = c.string()
+    encoding = c.string()
+    data = bytes(c.raw(c.u32()))
+    return _Schema(schema_id, name, encoding, data)
+
+
+def _parse_channel(body: memoryview) -> _Channel:
+    c = _Cursor(body)
+    channel_id = c.u16()
+    schema_id = c.u16()
+    topic = c.string()
+    encoding = c.string()
+    return _Channel(channel_id, schema_id, topic, encoding, c.string_map())
+
+
+def _decompress(compression: str, data: memoryview, size: int) -> memoryview:
+    if compression == "":
+        return data
+    try:
+        if compression == "zstd":
+            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+        elif compression == "lz4":
+            out = lz4.frame.decompress(data)
+        else:
+            raise _Corrupt
+    except (zstandard.ZstdError, RuntimeError, ValueError) as exc:
+        raise _Corrupt from exc
+    return memoryview(out)
+
+
+_Item = tuple[int, Any]  # (opcode, parsed record or message tuple)
+
+
+def _parse_chunk(body: memoryview) -> list[_Item]:
+    """Decode a complete Chunk record body into its records; _Corrupt if anything is off."""
+    c = _Cursor(body)
+    _start, _end, size, crc, name_len = _CHUNK_FIXED.unpack_from(body, c._take(_CHUNK_FIXED.size))
+    try:
+        compression = str(c.raw(name_len), "utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Corrupt from exc
+    records = _decompress(compression, c.raw(c.u64()), size)
+    if len(records) != size or (crc != 0 and zlib.crc32(records) != crc):
+        raise _Corrupt
+    items: list[_Item] = []
+    pos = 0
+    while pos < size:
+        if pos + 9 > size:
+            raise _Corrupt
+        opcode, length = _RECORD_HEADER.unpack_from(records, pos)
+        pos += 9
+        if pos + length > size:
+            raise _Corrupt
+        inner = records[pos : pos + length]
+        if opcode == Opcode.MESSAGE:
+            if length < _MESSAGE_FIXED.size:
+                raise _Corrupt
+            items.append((opcode, (*_MESSAGE_FIXED.unpack_from(inner), inner[22:])))
+        elif opcode == Opcode.SCHEMA:
+            items.append((opcode, _parse_schema(inner)))
+        elif opcode == Opcode.CHANNEL:
+            items.append((opcode, _parse_channel(inner)))
+        # Anything else inside a chunk is not allowed by the spec; ignore it.
+        pos += length
+    return items
+
+
+# ---------------------------------------------------------------------------- rebuilding
+
+
+class _Rebuilder:
+    """Feeds parsed records into a new McapWriter, mapping old ids to new ones."""
+
+    def __init__(self, tmp_path: Path, profile: str, library: str) -> None:
+        self.tmp_path = tmp_path
+        self.profile = profile
+        self.library = library or "xsquare_logger"
+        self.writer: McapWriter | None = None
+        # Records seen before the first chunk tells us which compression to use.
+        self.pending: list[Callable[[McapWriter], None]] = []
+        self.schemas: dict[int, _Schema] = {}
+        self.schema_map: dict[int, int] = {}
+        self.channel_map: dict[int, int] = {}
+        self.channels: dict[int, _Channel] = {}
+        self.topics: dict[str, tuple[str, str, dict[str, str]]] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
+        self.topic_of: dict[int, str] = {}  # new channel id -> topic
+        self.skipped = 0
+
+    def start(self, compression: str) -> McapWriter:
+        if self.writer is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp_path.unlink()  # a leftover of an earlier, interrupted recovery
+            self.writer = McapWriter(
+                self.tmp_path,
+                compression=compression or "none",
+                profile=self.profile,
+                library=self.library,
+            )
+            for op in self.pending:
+                op(self.writer)
+            self.pending.clear()
+        return self.writer
+
+    def _do(self, op: Callable[[McapWriter], None]) -> None:
+        if self.writer is None:
+            self.pending.append(op)
+        else:
+            op(self.writer)
+
+    def schema(self, s: _Schema) -> None:
+        if s.id == 0 or s.id in self.schemas:
+            return
+        self.schemas[s.id] = s
+
+        def op(w: McapWriter) -> None:
+            self.schema_map[s.id] = w.register_schema(s.name, s.encoding, s.data)
+
+        self._do(op)
+
+    def channel(self, ch: _Channel) -> None:
+        if ch.id in self.channels:
+            return
+        self.channels[ch.id] = ch
+        schema = self.schemas.get(ch.schema_id)
+        self.topics[ch.topic] = (
+            schema.name if schema else "",
+            ch.message_encoding,
+            dict(ch.metadata),
+        )
+
+        def op(w: McapWriter) -> None:
+            # A channel whose schema record was lost keeps its data, just without a schema.
+            new_schema = self.schema_map.get(ch.schema_id, 0)
+            new_id = w.register_channel(ch.topic, ch.message_encoding, new_schema, ch.metadata)
+            self.channel_map[ch.id] = new_id
+            self.topic_of[new_id] = ch.topic
+
+        self._do(op)
+
+    def metadata_record(self, name: str, values: dict[str, str]) -> None:
+        self.metadata[name] = values
+        self._do(lambda w: w.add_metadata(name, values))
+
+    def attachment(self, args: tuple[str, bytes, str, int, int]) -> None:
+        name, data, media_type, log_time, create_time = args
+        self._do(
+            lambda w: w.add_attachment(
+                name, data, media_type=media_type, log_time=log_time, create_time=create_time
+            )
+        )
+
+    def messages(self, writer: McapWriter, items: list[_Item]) -> None:
+        add = writer.add_message
+        channel_map = self.channel_map
+        for opcode, item in items:
+            if opcode == Opcode.MESSAGE:
+                old_id, sequence, log_time, publish_time, data = item
+                new_id = channel_map.get(old_id)
+                if new_id is None:
+                    self.skipped += 1
+                    continue
+                add(new_id, log_time, publish_time, data, sequence)
+            elif opcode == Opcode.SCHEMA:
+                self.schema(item)
+            elif opcode == Opcode.CHANNEL:
+                self.channel(item)
+
+
+def _parse_attachment(body: memoryview) -> tuple[str, bytes, str, int, int]:
+    c = _Cursor(body)
+    log_time = c.u64()
+    create_time = c.u64()
+    name = c.string()
+    media_type = c.string()
+    data = bytes(c.raw(c.u64()))
+    crc_end = c.pos
+    crc = c.u32()
+    if crc != 0 and zlib.crc32(body[:crc_end]) != crc:
+        raise _Corrupt
+    return name, data, media_type, log_time, create_time
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # not supported here (e.g. some network file systems); best effort
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` without ever replacing an existing ``dst``."""
+    try:
+        os.link(src, dst)  # atomic, and fails if dst exists
+    except FileExistsError as exc:
+        raise RecoveryError(f"{dst} exists already, not overwriting") from exc
+    except OSError:
+        # No hard links on this file system (FAT/exFAT USB disks): check, then rename.
+        if dst.exists():
+            raise RecoveryError(f"{dst} exists already, not overwriting") from None
+        os.rename(src, dst)
+    else:
+        src.unlink()
+    _fsync_dir(dst.parent)
+
+
+def _default_out_path(active: Path) -> Path:
+    if active.name.endswith(_SUFFIX) and len(active.name) > len(_SUFFIX):
+        return active.with_name(active.name[: -len(_SUFFIX)])
+    return active.with_name(f"{active.stem}.recovered{active.suffix or '.mcap'}")
+
+
+# ---------------------------------------------------------------------------- complete files
+
+
+def _try_complete(
+    src: Path, size: int, out_path: Path, remove_source: bool
+) -> RecoveryResult | None:
+    """If ``src`` is a complete, consistent MCAP, move/copy it to ``out_path``; else None."""
+    if size < len(MCAP_MAGIC) * 2 + _FOOTER_TAIL:
+        return None
+    with open(src, "rb") as f:
+        f.seek(size - _FOOTER_TAIL)
+        tail = f.read(_FOOTER_TAIL)
+        opcode, length = _RECORD_HEADER.unpack_from(tail, 0)
+        if opcode != Opcode.FOOTER or length != 20 or tail[-8:] != MCAP_MAGIC:
+            return None
+        summary_start = _U64.unpack_from(tail, 9)[0]
+        data_end_at = summary_start - _DATA_END_SIZE
+        if summary_start == 0 or data_end_at < 0 or summary_start > size - _FOOTER_TAIL:
+            return None  # no summary: rebuild to get an indexed file
+        try:
+            f.seek(0)
+            reader = make_reader(f)
+            summary = reader.get_summary()
+            metadata = {m.name: dict(m.metadata) for m in reader.iter_metadata()}
+        except Exception:  # any parse failure means "not complete": rebuild instead
+            return None
+        if summary is None or summary.statistics is None:
+            return None
+        # One pass: SHA-256 of the file and CRC of the data section, checked against DataEnd.
+        f.seek(0)
+        sha = hashlib.sha256()
+        crc = 0
+        position = 0
+        data_end = b""
+        while block := f.read(1 << 20):
+            sha.update(block)
+            if position < data_end_at:
+                crc = zlib.crc32(block[: data_end_at - position], crc)
+            if position < summary_start and position + len(block) > data_end_at:
+                data_end += block[max(0, data_end_at - position) : summary_start - position]
+            position += len(block)
+    if len(data_end) != _DATA_END_SIZE:
+        return None
+    opcode, length = _RECORD_HEADER.unpack_from(data_end, 0)
+    stored_crc = _U32.unpack_from(data_end, 9)[0]
+    if opcode != Opcode.DATA_END or length != 4 or (stored_crc not in (0, crc)):
+        return None
+
+    if remove_source:
+        _place(src, out_path)
+    else:
+        tmp = out_path.with_name(out_path.name + ".recovering")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        _place(tmp, out_path)
+
+    stats = summary.statistics
+    result = RecoveryResult(
+        out_path=out_path,
+        messages_recovered=stats.message_count,
+        chunks_recovered=stats.chunk_count,
+        sha256=sha.hexdigest(),
+        size=size,
+        was_complete=True,
+        metadata=metadata,
+    )
+    if stats.message_count:
+        result.message_start_time = stats.message_start_time
+        result.message_end_time = stats.message_end_time
+    for channel_id, channel in summary.channels.items():
+        schema = summary.schemas.get(channel.schema_id)
+        result.topics[channel.topic] = (
+            schema.name if schema else "",
+            channel.message_encoding,
+            dict(channel.metadata),
+        )
+        count = stats.channel_message_counts.get(channel_id, 0)
+        result.message_counts[channel.topic] = result.message_counts.get(channel.topic, 0) + count
+    return result
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def _read_header(f: IO[bytes], src: Path, size: int) -> tuple[str, str, int]:
+    """Check magic + Header record; return (profile, library, offset after the header)."""
+    if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+        raise RecoveryError(f"{src}: not an MCAP file (bad magic)")
+    head = f.read(9)
+    if len(head) < 9:
+        raise RecoveryError(f"{src}: truncated inside the MCAP Header record")
+    opcode, length = _RECORD_HEADER.unpack(head)
+    if opcode != Opcode.HEADER:
+        raise RecoveryError(f"{src}: first record is opcode 0x{opcode:02x}, not a Header")
+    if length > size - len(MCAP_MAGIC) - 9:
+        raise RecoveryError(f"{src}: truncated inside the MCAP Header record")
+    try:
+        c = _Cursor(memoryview(f.read(length)))
+        profile = c.string()
+        library = c.string()
+    except _Corrupt as exc:
+        raise RecoveryError(f"{src}: corrupt MCAP Header record") from exc
+    return profile, library, len(MCAP_MAGIC) + 9 + length
+
+
+def recover_mcap(
+    active_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str] | None = None,
+    *,
+    remove_source: bool | None = None,
+) -> RecoveryResult:
+    """Rebuild a valid, indexed MCAP file from a crashed or unfinished one.
+
+    Args:
+        active_path: The damaged file, typically ``X.mcap.active``.
+        out_path: Where to write the result. Defaults to ``active_path`` without ``.active``
+            (or ``<stem>.recovered.mcap`` for other names). Never overwritten.
+        remove_source: Delete ``active_path`` once the result is complete and fsynced.
+            Default: only when its name ends in ``.active`` (the recorder's own leftovers).
+
+    Returns:
+        What was recovered and lost; see :class:`RecoveryResult`.
+
+    Raises:
+        RecoveryError: if ``active_path`` is missing, not an MCAP file or has no valid Header
+            record, or if ``out_path`` exists.
+    """
+    src = Path(active_path)
+    dst = Path(out_path) if out_path is not None else _default_out_path(src)
+    if remove_source is None:
+        remove_source = src.name.endswith(_SUFFIX)
+    if dst.exists():
+        raise RecoveryError(f"{dst} exists already, not overwriting (recovering {src})")
+    try:
+        size = src.stat().st_size
+    except OSError as exc:
+        raise RecoveryError(f"{src}: cannot read: {exc.strerror}") from exc
+
+    with open(src, "rb") as f:
+        profile, library, offset = _read_header(f, src, size)
+
+    complete = _try_complete(src, size, dst, remove_source)
+    if complete is not None:
+        return complete
+
+    result = RecoveryResult(out_path=dst)
+    rebuild = _Rebuilder(dst.with_name(dst.name + ".recovering"), profile, library)
+    try:
+        with open(src, "rb") as f:
+            f.seek(offset)
+            _scan(f, size, offset, rebuild, result)
+        writer = rebuild.start("zstd")  # no chunk seen: pick our default
+        writer.close()
+    except BaseException:
+        if rebuild.writer is not None:
+            rebuild.writer.abort()
+            with contextlib.suppress(OSError):
+                rebuild.tmp_path.unlink()
+        raise
+
+    result.messages_recovered = writer.message_count
+    result.message_start_time = writer.message_start_time
+    result.message_end_time = writer.message_end_time
+    result.sha256 = writer.sha256_hexdigest()
+    result.size = writer.bytes_written
+    result.topics = rebuild.topics
+    result.metadata = rebuild.metadata
+    result.messages_skipped = rebuild.skipped
+    for topic in rebuild.topics:
+        result.message_counts.setdefault(topic, 0)
+    for channel_id, count in writer.channel_message_counts.items():
+        topic = rebuild.topic_of[channel_id]
+        result.message_counts[topic] = result.message_counts.get(topic, 0) + count
+
+    try:
+        _place(rebuild.tmp_path, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            rebuild.tmp_path.unlink()
+        raise
+    if remove_source:
+        src.unlink()
+        _fsync_dir(src.parent)
+    return result
+
+
+def _scan(
+    f: IO[bytes], size: int, offset: int, rebuild: _Rebuilder, result: RecoveryResult
+) -> None:
+    """Walk the data section record by record, feeding good records to ``rebuild``."""
+    while offset < size:
+        head = f.read(9)
+        if len(head) < 9:
+            result.bytes_discarded += size - offset
+            return
+        opcode, length = _RECORD_HEADER.unpack(head)
+        if opcode == 0 or length > size - offset - 9:
+            # Truncated record (the crash point), or garbage such as the zero-filled tail some
+            # file systems leave after a power loss. Nothing after it can be trusted.
+            if opcode == Opcode.CHUNK:
+                result.chunks_dropped += 1
+            result.bytes_discarded += size - offset
+            return
+        record_size = 9 + length
+        if opcode == Opcode.DATA_END or opcode in _SUMMARY_OPCODES:
+            return  # end of the data section: the rest is summary we rebuild anyway
+        if opcode not in _DATA_OPCODES:
+            f.seek(length, os.SEEK_CUR)  # unknown or index records: skip (spec: ignore)
+            offset += record_size
+            continue
+        body = memoryview(f.read(length))
+        offset += record_size
+        try:
+            if opcode == Opcode.CHUNK:
+                items = _parse_chunk(body)
+                compression = str(body[32 : 32 + _U32.unpack_from(body, 28)[0]], "utf-8")
+                writer = rebuild.start(compression)
+                rebuild.messages(writer, items)
+                result.chunks_recovered += 1
+            elif opcode == Opcode.MESSAGE:
+                if length < _MESSAGE_FIXED.size:
+                    raise _Corrupt
+                item = (*_MESSAGE_FIXED.unpack_from(body), body[22:])
+                rebuild.messages(rebuild.start("zstd"), [(opcode, item)])
+            elif opcode == Opcode.SCHEMA:
+                rebuild.schema(_parse_schema(body))
+            elif opcode == Opcode.CHANNEL:
+                rebuild.channel(_parse_channel(body))
+            elif opcode == Opcode.METADATA:
+                c = _Cursor(body)
+                name = c.string()
+                rebuild.metadata_record(name, c.string_map())
+            elif opcode == Opcode.ATTACHMENT:
+                rebuild.attachment(_parse_attachment(body))
+        except (_Corrupt, struct.error, McapWriterError) as exc:
+            if isinstance(exc, McapWriterError):
+                raise RecoveryError(f"writing {rebuild.tmp_path} failed: {exc}") from exc
+            # A complete record whose content is damaged: drop it, keep going (its length
+            # field was plausible, so the next record is probably intact).
+            if opcode == Opcode.CHUNK:
+                result.chunks_dropped += 1
+            result.bytes_discarded += record_size
+
+
+_DATA_OPCODES = frozenset(
+    {
+        Opcode.SCHEMA,
+        Opcode.CHANNEL,
+        Opcode.MESSAGE,
+        Opcode.CHUNK,
+        Opcode.METADATA,
+        Opcode.ATTACHMENT,
+    }
+)
+_SUMMARY_OPCODES = frozenset(
+    {
+        Opcode.FOOTER,
+        Opcode.CHUNK_INDEX,
+        Opcode.ATTACHMENT_INDEX,
+        Opcode.STATISTICS,
+        Opcode.METADATA_INDEX,
+        Opcode.SUMMARY_OFFSET,
+    }
+)
