@@ -48,8 +48,8 @@ $(STAMP): $(SETUP_DEPS)
 	@if [ ! -x "$(PY)" ]; then \
 		echo "setup: creating $(VENV) with $(PYTHON)"; \
 		"$(PYTHON)" -m venv "$(VENV)"; \
-		$(PIP) install -q --progress-bar off "pip==$(PIP_VERSION)" $(PIP_FILTER); \
 	fi
+	@$(PIP) install -q --progress-bar off "pip==$(PIP_VERSION)" $(PIP_FILTER)
 	@echo "setup: installing pinned requirements (constraints.txt)"
 	@echo "$(PIP) install -q -c constraints.txt -r requirements.txt"
 	@$(PIP) install -q --progress-bar off -c constraints.txt -r requirements.txt $(PIP_FILTER)

@@ -51,7 +51,7 @@ def task_event(i: int) -> Any:
     msg.task = "fold towel"
     msg.episode_index = i // 2
     msg.outcome = "" if i % 2 == 0 else "success"
-    msg.operator = "op-7"
+    msg.operator_name = "op-7"
     msg.note = f"note {i} ü"
     return msg
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 
@@ -26,6 +27,7 @@ def main() -> None:
     ap.add_argument("specs", nargs="+")
     ap.add_argument("--latched", action="store_true", help="transient local, publish at once")
     ap.add_argument("--hold", type=float, default=1.0)
+    ap.add_argument("--dump", help="write the exact bytes published (pickle) to this file")
     ap.add_argument("--wait", type=float, default=20.0, help="max seconds to wait for subscribers")
     args = ap.parse_args()
     rclpy.init()
@@ -64,6 +66,11 @@ def main() -> None:
                 published[topic] += 1
         if not args.latched:
             time.sleep(max(0.0, t0 + (i + 1) * period - time.monotonic()))
+    if args.dump:
+        # CDR padding bytes are not deterministic across serializations, so
+        # "byte-identical" is checked against the exact buffers we sent.
+        with open(args.dump, "wb") as fh:
+            pickle.dump({topic: payloads for topic, _p, payloads, _h in plan}, fh)
     print(json.dumps({"published": published}), flush=True)
     time.sleep(args.hold)
     node.destroy_node()

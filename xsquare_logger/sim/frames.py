@@ -25,7 +25,7 @@ import array
 import importlib
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ def read_stamp_ns(buf: bytes | bytearray) -> int:
 class StampedRing:
     """The pre-serialized messages of one stream, handed out with a fresh stamp."""
 
-    __slots__ = ("topic", "type_name", "_bufs", "_n", "_pack")
+    __slots__ = ("_bufs", "_n", "_pack", "topic", "type_name")
 
     def __init__(self, topic: str, type_name: str, buffers: Iterable[bytes | bytearray]):
         self.topic = topic
@@ -104,6 +104,10 @@ class StampedRing:
     @property
     def nbytes(self) -> int:
         return sum(len(b) for b in self._bufs)
+
+    @property
+    def max_message_bytes(self) -> int:
+        return max(len(b) for b in self._bufs)
 
     def payload(self, index: int, stamp_ns: int) -> bytes:
         """CDR bytes of message ``index % len(self)`` stamped ``stamp_ns``."""
@@ -203,10 +207,10 @@ def render_frames(spec: ImageStream) -> list[np.ndarray]:
     return frames
 
 
-def image_messages(spec: ImageStream) -> list[Any]:
+def image_messages(spec: ImageStream) -> Iterator[Any]:
+    """The ring's Image messages, one at a time (each holds a full frame)."""
     from sensor_msgs.msg import Image
 
-    msgs = []
     for frame in render_frames(spec):
         m = Image()
         m.header.frame_id = spec.frame_id
@@ -216,8 +220,7 @@ def image_messages(spec: ImageStream) -> list[Any]:
         m.is_bigendian = 0
         m.step = spec.step
         m.data = array.array("B", frame.tobytes())
-        msgs.append(m)
-    return msgs
+        yield m
 
 
 def camera_info_message(spec: CameraInfoStream) -> Any:
@@ -338,7 +341,7 @@ def wrench_messages(spec: WrenchStream) -> list[Any]:
 # ------------------------------------------------------------------------- building
 
 
-def stream_messages(spec: StreamSpec) -> list[Any]:
+def stream_messages(spec: StreamSpec) -> Iterable[Any]:
     """The messages of one stream's ring, unstamped."""
     if isinstance(spec, ImageStream):
         return image_messages(spec)
@@ -353,24 +356,10 @@ def stream_messages(spec: StreamSpec) -> list[Any]:
 
 def build_ring(spec: StreamSpec, verify: bool = True) -> StampedRing:
     """Render and serialize one stream's ring (slow: call once at start-up)."""
-    if isinstance(spec, ImageStream):
-        # Serialize frame by frame so only one extra message copy is alive.
-        bufs = []
-        for frame in render_frames(spec):
-            from sensor_msgs.msg import Image
-
-            m = Image()
-            m.header.frame_id = spec.frame_id
-            m.height, m.width = spec.height, spec.width
-            m.encoding, m.is_bigendian, m.step = spec.encoding, 0, spec.step
-            m.data = array.array("B", frame.tobytes())
-            bufs.append(bytearray(serialize_stamped(m)))
-            del m
-        ring = StampedRing(spec.topic, spec.type_name, bufs)
-    else:
-        ring = StampedRing(
-            spec.topic, spec.type_name, (serialize_stamped(m) for m in stream_messages(spec))
-        )
+    # A generator for images: one Image message (a frame copy) alive at a time.
+    ring = StampedRing(
+        spec.topic, spec.type_name, (serialize_stamped(m) for m in stream_messages(spec))
+    )
     if verify:
         ring.verify(len(ring) - 1)
     return ring
@@ -394,11 +383,6 @@ class PayloadBank:
     @property
     def nbytes(self) -> int:
         return sum(r.nbytes for r in self.rings.values())
-
-
-def ring_sizes(bank: PayloadBank) -> dict[str, tuple[int, int]]:
-    """topic -> (messages in ring, bytes of the largest message)."""
-    return {t: (len(r), max(len(r._bufs[i]) for i in range(len(r)))) for t, r in bank.rings.items()}
 
 
 __all__: Sequence[str] = (

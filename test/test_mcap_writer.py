@@ -1,0 +1,318 @@
+"""McapWriter round trips, checked with readers we did not write.
+
+Real CDR from rclpy's serializer goes in; the official ``mcap`` reader (indexed and streaming,
+CRCs validated), ``mcap_ros2``'s decoder and ``pymcap-cli doctor`` read it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from builtin_interfaces.msg import Time
+from mcap.exceptions import EndOfFile
+from mcap.reader import make_reader
+from mcap.records import Channel, Chunk, DataEnd, Message, Schema
+from mcap.stream_reader import StreamReader
+from mcap_ros2.decoder import DecoderFactory
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import Image, JointState
+
+from xsquare_logger.bag.mcap_writer import McapWriter, McapWriterError
+from xsquare_logger.bag.schema import ros2msg_schema
+
+PYMCAP_CLI = Path(sys.executable).with_name("pymcap-cli")
+COMPRESSIONS = ["zstd", "lz4", "none"]
+QOS = (
+    "- history: 3\n  depth: 0\n  reliability: 2\n  durability: 2\n  deadline:\n    sec: 0\n"
+    "    nsec: 0\n  lifespan:\n    sec: 0\n    nsec: 0\n  liveliness: 1\n"
+    "  liveliness_lease_duration:\n    sec: 0\n    nsec: 0\n"
+    "  avoid_ros_namespace_conventions: false\n"
+)
+
+
+def make_image(i: int, width: int = 64, height: int = 48) -> Image:
+    rng = random.Random(i)
+    msg = Image()
+    msg.header.stamp = Time(sec=1_700_000_000 + i, nanosec=i * 1000)
+    msg.header.frame_id = "head_camera"
+    msg.height, msg.width, msg.encoding, msg.step = height, width, "rgb8", width * 3
+    msg.data = bytes(rng.getrandbits(8) for _ in range(16)) * (width * height * 3 // 16)
+    return msg
+
+
+def make_joints(i: int, joints: int = 28) -> JointState:
+    msg = JointState()
+    msg.header.stamp = Time(sec=1_700_000_000, nanosec=i)
+    msg.name = [f"joint_{j}" for j in range(joints)]
+    msg.position = [0.001 * i + j for j in range(joints)]
+    msg.velocity = [0.5] * joints
+    msg.effort = [-1.25] * joints
+    return msg
+
+
+def doctor(path: Path) -> list[dict[str, object]]:
+    """Run ``pymcap-cli doctor``; assert it passes and return its findings."""
+    proc = subprocess.run(
+        [str(PYMCAP_CLI), "doctor", "--format", "jsonl", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    findings = [line for line in lines if line.get("type") == "finding"]
+    bad = [f for f in findings if f["severity"] in ("error", "warning")]
+    assert proc.returncode == 0 and not bad, (proc.returncode, bad, proc.stderr[-2000:])
+    return findings
+
+
+def write_session(
+    path: Path, compression: str, n: int = 60, chunk_size: int = 64 * 1024
+) -> list[tuple[str, int, int, int, bytes]]:
+    """Write images and joint states (flushing now and then); return what was written."""
+    written: list[tuple[str, int, int, int, bytes]] = []
+    with McapWriter(path, compression=compression, chunk_size=chunk_size) as w:
+        img_schema = w.register_schema(
+            "sensor_msgs/msg/Image", "ros2msg", ros2msg_schema("sensor_msgs/msg/Image")
+        )
+        js_schema = w.register_schema(
+            "sensor_msgs/msg/JointState", "ros2msg", ros2msg_schema("sensor_msgs/msg/JointState")
+        )
+        img = w.register_channel(
+            "/camera/image_raw", "cdr", img_schema, {"offered_qos_profiles": QOS}
+        )
+        js = w.register_channel("/joint_states", "cdr", js_schema, {"offered_qos_profiles": QOS})
+        for i in range(n):
+            t = 1_700_000_000_000_000_000 + i * 1_000_000
+            if i % 4 == 0:
+                data = serialize_message(make_image(i))
+                w.add_message(img, t, t - 500, data, sequence=i + 1)
+                written.append(("/camera/image_raw", t, t - 500, i + 1, data))
+            data = serialize_message(make_joints(i))
+            w.add_message(js, t + 1, t, memoryview(data), sequence=i + 1)
+            written.append(("/joint_states", t + 1, t, i + 1, data))
+            if i % 25 == 24:
+                w.flush(fsync=False)
+        w.add_metadata("rosbag2", {"serialized_metadata": "rosbag2_bagfile_information: {}"})
+        w.add_attachment("calibration.yaml", b"fx: 1.0\n", media_type="application/yaml")
+    return written
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_round_trip_with_foreign_readers(tmp_path: Path, compression: str) -> None:
+    path = tmp_path / "a.mcap"
+    written = write_session(path, compression)
+
+    with open(path, "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        got = [
+            (ch.topic, m.log_time, m.publish_time, m.sequence, m.data, decoded)
+            for _schema, ch, m, decoded in reader.iter_decoded_messages(log_time_order=False)
+        ]
+        summary = reader.get_summary()
+        attachments = list(reader.iter_attachments())
+        metadata = list(reader.iter_metadata())
+    assert [g[:5] for g in got] == written  # byte-identical, same times, same order
+
+    # The ros2msg schema decodes the CDR back to the original field values.
+    image = next(d for t, *_rest, d in got if t == "/camera/image_raw")
+    expected = make_image(0)
+    assert (image.width, image.height, image.encoding) == (64, 48, "rgb8")
+    assert bytes(image.data) == bytes(expected.data)
+    assert image.header.frame_id == "head_camera"
+    assert image.header.stamp.sec == 1_700_000_000
+    joints = next(d for t, *_rest, d in got if t == "/joint_states")
+    assert list(joints.name) == [f"joint_{j}" for j in range(28)]
+    assert list(joints.position) == pytest.approx([float(j) for j in range(28)])
+
+    assert summary is not None and summary.statistics is not None
+    stats = summary.statistics
+    assert stats.message_count == len(written)
+    assert stats.message_start_time == written[0][1]
+    assert stats.message_end_time == max(w[1] for w in written)
+    by_topic = {c.topic: cid for cid, c in summary.channels.items()}
+    assert stats.channel_message_counts == {
+        by_topic["/camera/image_raw"]: 15,
+        by_topic["/joint_states"]: 60,
+    }
+    assert (stats.schema_count, stats.channel_count) == (2, 2)
+    assert (stats.metadata_count, stats.attachment_count) == (1, 1)
+    assert stats.chunk_count == len(summary.chunk_indexes) > 1
+    assert {ci.compression for ci in summary.chunk_indexes} == {
+        "" if compression == "none" else compression
+    }
+    assert summary.schemas[1].name == "sensor_msgs/msg/Image"
+    assert summary.channels[by_topic["/joint_states"]].metadata == {"offered_qos_profiles": QOS}
+    assert attachments[0].name == "calibration.yaml" and attachments[0].data == b"fx: 1.0\n"
+    assert metadata[0].name == "rosbag2"
+
+    doctor(path)
+
+
+def test_streaming_reader_validates_crcs_and_layout(tmp_path: Path) -> None:
+    path = tmp_path / "a.mcap"
+    written = write_session(path, "zstd")
+    records = list(StreamReader(str(path), validate_crcs=True, emit_chunks=True).records)
+    kinds = [type(r) for r in records]
+    # Schemas and channels stand in the data section, before the first chunk, and again
+    # in the summary; DataEnd carries a real (checked) data-section CRC.
+    first_chunk = kinds.index(Chunk)
+    assert kinds[:first_chunk].count(Schema) == 2 and kinds[:first_chunk].count(Channel) == 2
+    data_end = next(r for r in records if isinstance(r, DataEnd))
+    assert data_end.data_section_crc != 0
+    messages = [
+        r for r in StreamReader(str(path), validate_crcs=True).records if isinstance(r, Message)
+    ]
+    assert [m.data for m in messages] == [w[4] for w in written]
+
+
+def test_writer_bookkeeping_matches_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.mcap"
+    with McapWriter(path) as w:
+        sid = w.register_schema("std_msgs/msg/String", "ros2msg", b"string data\n")
+        assert w.register_schema("std_msgs/msg/String", "ros2msg", b"string data\n") == sid
+        other = w.register_schema("std_msgs/msg/String", "ros2msg", b"string data # v2\n")
+        assert other != sid
+        cid = w.register_channel("/a", "cdr", sid)
+        assert w.register_channel("/a", "cdr", sid) == cid
+        assert w.register_channel("/a", "cdr", other) != cid
+        assert w.message_start_time is None and w.message_end_time is None
+        for t in (30, 10, 20):
+            w.add_message(cid, t, t, b"\x00\x01\x00\x00\x01\x00\x00\x00\x00")
+        assert (w.message_count, w.message_start_time, w.message_end_time) == (3, 10, 30)
+        assert w.channel_message_counts == {cid: 3}
+    assert w.bytes_written == path.stat().st_size
+    assert w.sha256_hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    w.close()  # idempotent
+    findings = doctor(path)
+    # Out-of-order log times are re-sorted in the message index.
+    assert "UNSORTED_MESSAGE_INDEX" not in {f["code"] for f in findings}
+    with open(path, "rb") as f:
+        times = [m.log_time for _s, _c, m in make_reader(f).iter_messages(log_time_order=True)]
+    assert times == [10, 20, 30]
+
+
+def test_chunks_close_at_chunk_size(tmp_path: Path) -> None:
+    path = tmp_path / "a.mcap"
+    chunk_size = 10_000
+    with McapWriter(path, chunk_size=chunk_size, compression="none") as w:
+        cid = w.register_channel("/blob", "application/octet-stream", 0)
+        for i in range(100):
+            w.add_message(cid, i, i, bytes(969))  # 1000-byte Message records
+    with open(path, "rb") as f:
+        summary = make_reader(f).get_summary()
+    assert summary is not None
+    sizes = [ci.uncompressed_size for ci in summary.chunk_indexes]
+    assert sizes == [10_000] * 10
+    for ci in summary.chunk_indexes:
+        assert ci.compressed_size == ci.uncompressed_size
+        assert set(ci.message_index_offsets) == {cid}
+    doctor(path)
+
+
+def test_big_messages_grow_the_buffer(tmp_path: Path) -> None:
+    path = tmp_path / "a.mcap"
+    payloads = [bytes([i]) * (300_000 + i) for i in range(5)]
+    with McapWriter(path, chunk_size=100_000) as w:
+        cid = w.register_channel("/big", "application/octet-stream", 0)
+        for i, p in enumerate(payloads):
+            w.add_message(cid, i, i, p)
+    with open(path, "rb") as f:
+        reader = make_reader(f)
+        assert [m.data for _s, _c, m in reader.iter_messages()] == payloads
+        assert reader.get_summary().statistics.chunk_count == 5  # type: ignore[union-attr]
+
+
+def test_flush_writes_complete_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "a.mcap"
+    w = McapWriter(path)
+    cid = w.register_channel("/a", "application/octet-stream", 0)
+    for i in range(10):
+        w.add_message(cid, i, i, b"payload %d" % i)
+    size_before = w.bytes_written
+    w.flush()
+    assert w.bytes_written > size_before
+    snapshot = path.read_bytes()  # what a crash right now would leave
+    assert len(snapshot) == w.bytes_written
+    for i in range(10, 20):
+        w.add_message(cid, i, i, b"payload %d" % i)
+    w.flush(fsync=False)
+    w.close()
+
+    seen: list[bytes] = []
+    with pytest.raises(EndOfFile):  # no DataEnd/footer yet, but every record is whole
+        for record in StreamReader(io.BytesIO(snapshot), validate_crcs=True).records:
+            if isinstance(record, Message):
+                seen.append(record.data)
+    assert seen == [b"payload %d" % i for i in range(10)]
+    with open(path, "rb") as f:
+        assert len(list(make_reader(f).iter_messages())) == 20
+    doctor(path)
+
+
+def test_empty_file_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mcap"
+    McapWriter(path).close()
+    findings = doctor(path)
+    assert "SUMMARY_OFFSET_WITHOUT_GROUP" not in {f["code"] for f in findings}
+    with open(path, "rb") as f:
+        assert list(make_reader(f).iter_messages()) == []
+
+
+def test_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "exists.mcap"
+    path.write_bytes(b"precious")
+    with pytest.raises(McapWriterError, match=r"exists\.mcap exists already"):
+        McapWriter(path)
+    assert path.read_bytes() == b"precious"
+
+
+def test_misuse_raises(tmp_path: Path) -> None:
+    with pytest.raises(McapWriterError, match="unknown compression 'gzip'"):
+        McapWriter(tmp_path / "x.mcap", compression="gzip")
+    assert not (tmp_path / "x.mcap").exists()
+    with pytest.raises(McapWriterError, match="cannot create"):
+        McapWriter(tmp_path / "no" / "such" / "dir.mcap")
+    w = McapWriter(tmp_path / "y.mcap")
+    with pytest.raises(McapWriterError, match="unknown schema id 7"):
+        w.register_channel("/a", "cdr", 7)
+    with pytest.raises(McapWriterError, match="unregistered channel id 3"):
+        w.add_message(3, 0, 0, b"")
+    cid = w.register_channel("/a", "cdr", 0)
+    w.close()
+    with pytest.raises(McapWriterError, match=r"y\.mcap: writer is closed"):
+        w.add_message(cid, 0, 0, b"")
+    assert w.message_count == 0 and w.channel_message_counts == {}
+
+
+def test_context_manager_closes_on_exception(tmp_path: Path) -> None:
+    path = tmp_path / "a.mcap"
+    with pytest.raises(RuntimeError), McapWriter(path) as w:
+        cid = w.register_channel("/a", "application/octet-stream", 0)
+        w.add_message(cid, 1, 1, b"kept")
+        raise RuntimeError("boom")
+    assert w.closed
+    with open(path, "rb") as f:
+        assert [m.data for _s, _c, m in make_reader(f).iter_messages()] == [b"kept"]
+    doctor(path)
+
+
+def test_abort_leaves_no_summary(tmp_path: Path) -> None:
+    path = tmp_path / "a.mcap"
+    w = McapWriter(path, compression="none")
+    cid = w.register_channel("/a", "application/octet-stream", 0)
+    w.add_message(cid, 1, 1, b"flushed")
+    w.flush()
+    w.add_message(cid, 2, 2, b"lost")
+    w.abort()
+    w.abort()
+    w.close()  # no-op after abort
+    data = path.read_bytes()
+    assert not data.endswith(b"\x89MCAP0\r\n") and b"flushed" in data and b"lost" not in data
