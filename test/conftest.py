@@ -83,7 +83,9 @@ def procs(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
             p.p.wait()
 
 
-def xsq(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def xsq(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the real `xsq` CLI in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "xsquare_logger.cli", *args],

@@ -39,7 +39,7 @@ def same_payloads(got: list[bytes], sent: list[bytes]) -> bool:
     if len(got) != len(sent):
         return False
     for g, s in zip(got, sent):
-        tail = g[len(s):]
+        tail = g[len(s) :]
         if g[: len(s)] != s or len(tail) > 3 or tail.strip(b"\0") or len(g) % 4 and tail:
             return False
     return True

@@ -77,7 +77,9 @@ def counts(messages: list[Msg]) -> dict[str, int]:
     return out
 
 
-def check_result(result, out: Path, expected: list[Msg]) -> None:  # type: ignore[no-untyped-def]
+def check_result(  # type: ignore[no-untyped-def]
+    result, out: Path, expected: list[Msg], *, run_doctor: bool = True
+) -> None:
     assert result.out_path == out
     assert read_messages(out) == expected  # byte-identical, same times and sequences, in order
     assert result.messages_recovered == len(expected)
@@ -89,7 +91,8 @@ def check_result(result, out: Path, expected: list[Msg]) -> None:  # type: ignor
     assert result.topics["/camera/image_raw"][:2] == ("sensor_msgs/msg/Image", "cdr")
     assert result.topics["/joint_states"][2]["offered_qos_profiles"] == QOS
     assert result.metadata["session"] == {"robot": "x2", "operator": "ana"}
-    doctor(out)
+    if run_doctor:
+        doctor(out)
 
 
 @pytest.mark.parametrize("compression", ["zstd", "lz4", "none"])
@@ -132,11 +135,14 @@ def test_truncated_inside_last_chunk(tmp_path: Path, compression: str) -> None:
     opcode, length = struct.unpack_from("<BQ", data, start)
     assert opcode == 0x06
     rng = random.Random(f"{compression}-seed")
-    for cut in sorted({start + 1, start + 9, start + 9 + length - 1, rng.randrange(start + 2, start + 9 + length)}):
+    random_cut = rng.randrange(start + 2, start + 9 + length)
+    # Edges: inside the record header, right after it, one byte short; plus a random offset.
+    for cut in sorted({start + 1, start + 9, start + 9 + length - 1, random_cut}):
         active = tmp_path / f"cut{cut}.mcap.active"
         active.write_bytes(data[:cut])
         result = recover_mcap(active)
-        check_result(result, tmp_path / f"cut{cut}.mcap", kept)
+        # One doctor run per compression keeps the suite fast; the reader checks run on all.
+        check_result(result, tmp_path / f"cut{cut}.mcap", kept, run_doctor=cut == random_cut)
         assert (result.chunks_recovered, result.chunks_dropped) == (3, 1)
         assert result.bytes_discarded == cut - start
 
@@ -236,7 +242,7 @@ def test_complete_file_with_damaged_data_is_rebuilt(tmp_path: Path) -> None:
     active.write_bytes(bytes(data))
     result = recover_mcap(active)
     assert not result.was_complete
-    check_result(result, tmp_path / "d.mcap", batches[1])
+    check_result(result, tmp_path / "d.mcap", batches[0])
 
 
 def test_refuses_existing_output(tmp_path: Path) -> None:
@@ -269,7 +275,7 @@ def test_unrecoverable_headers(tmp_path: Path) -> None:
         with pytest.raises(RecoveryError, match=rf"{name}\.mcap\.active"):
             recover_mcap(active)
         assert active.exists() and not (tmp_path / f"{name}.mcap").exists()
-    with pytest.raises(RecoveryError, match="missing.mcap.active: cannot read"):
+    with pytest.raises(RecoveryError, match=r"missing\.mcap\.active: cannot read"):
         recover_mcap(tmp_path / "missing.mcap.active")
 
 
@@ -319,10 +325,11 @@ def test_file_from_the_official_writer(tmp_path: Path) -> None:
     active.write_bytes(data[: last.chunk_start_offset + 50])
     result = recover_mcap(active)
     out = tmp_path / "cut.mcap"
-    expected = sum(1 for ci in whole for _ in range(0))  # placeholder for typing
     got = read_messages(out)
     expected = sum(
-        1 for i in range(30) if any(ci.message_start_time <= i <= ci.message_end_time for ci in whole)
+        1
+        for i in range(30)
+        if any(ci.message_start_time <= i <= ci.message_end_time for ci in whole)
     )
     assert len(got) == expected > 0
     assert [m[4] for m in got] == payloads[:expected]

@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("specs", nargs="+")
     ap.add_argument("--latched", action="store_true", help="transient local, publish at once")
     ap.add_argument("--hold", type=float, default=1.0)
+    ap.add_argument("--image-size", default="64x48", help="WxH of the known images")
     ap.add_argument("--dump", help="write the exact bytes published (pickle) to this file")
     ap.add_argument("--wait", type=float, default=20.0, help="max seconds to wait for subscribers")
     args = ap.parse_args()
@@ -39,13 +40,21 @@ def main() -> None:
         best_effort = topic == known.IMAGE_TOPIC
         qos = QoSProfile(
             depth=max(10, int(count)) if args.latched else 100,
-            reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL if args.latched
+            reliability=ReliabilityPolicy.BEST_EFFORT
+            if best_effort
+            else ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL
+            if args.latched
             else DurabilityPolicy.VOLATILE,
         )
         cls = type(known.MAKERS[topic](0))
         pub = node.create_publisher(cls, topic, qos)
-        payloads = [serialize_message(known.MAKERS[topic](i)) for i in range(int(count))]
+        make = known.MAKERS[topic]
+        if topic == known.IMAGE_TOPIC:
+            w, h = (int(v) for v in args.image_size.split("x"))
+            payloads = [serialize_message(known.image(i, w, h)) for i in range(int(count))]
+        else:
+            payloads = [serialize_message(make(i)) for i in range(int(count))]
         plan.append((topic, pub, payloads, float(hz) if hz else 50.0))
     if not args.latched:
         deadline = time.monotonic() + args.wait

@@ -133,7 +133,8 @@ class _Cursor:
             raise _Corrupt from exc
 
     def string_map(self) -> dict[str, str]:
-        stop = self.pos + self.u32()
+        length = self.u32()
+        stop = self.pos + length
         if stop > self.end:
             raise _Corrupt
         values: dict[str, str] = {}
@@ -579,6 +580,8 @@ def _scan(
     while offset < size:
         head = f.read(9)
         if len(head) < 9:
+            if head[:1] == bytes((Opcode.CHUNK,)):
+                result.chunks_dropped += 1
             result.bytes_discarded += size - offset
             return
         opcode, length = _RECORD_HEADER.unpack(head)

@@ -251,6 +251,10 @@ class SimNode(Node):
                         g = other
                 due = g.next_due
                 if end_ns and due >= end_ns:
+                    rest = end_ns - mono()
+                    while rest > 0 and not stop.is_set():
+                        sleep(min(rest, 100_000_000) / _NS)
+                        rest = end_ns - mono()
                     break
                 wait = due - mono()
                 if wait > 0:

@@ -1,0 +1,160 @@
+"""Crash safety (SIGKILL, then recover) and the disk reserve, with real processes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import pymcap_doctor, xsq
+from helpers import known
+from test_record_e2e import PUB, REC, read_all
+
+pytestmark = pytest.mark.ros
+
+
+def _publisher(procs, env, dump: Path, images: int, joints: int, name: str = "publisher"):
+    return procs(
+        [
+            *PUB,
+            f"{known.IMAGE_TOPIC}={images}@30",
+            f"{known.JOINT_TOPIC}={joints}@200",
+            "--dump",
+            str(dump),
+        ],
+        env,
+        name,
+    )
+
+
+def test_sigkill_then_recover_keeps_every_flushed_message(procs, env, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    out = root / "crashed"
+    rec = procs(
+        [*REC, "-a", "-o", str(out), "--set", "recording.flush_interval=0.2"], env, "recorder"
+    )
+    rec.wait_for("recording session")
+    dump = tmp_path / "sent.pkl"
+    pub = _publisher(procs, env, dump, images=90, joints=600)
+    assert pub.wait(90) == 0, pub.stderr()
+    time.sleep(0.6)  # > flush interval: everything received has been flushed
+    rec.p.send_signal(signal.SIGKILL)
+    rec.wait()
+    actives = list(out.glob("*.mcap.active"))
+    assert len(actives) == 1, list(out.iterdir())
+    manifest = json.loads((out / "session.json").read_text())
+    assert manifest["state"] == "recording"
+
+    res = xsq("recover", str(out), env=env)
+    assert res.returncode == 0, res.stderr
+    assert "recovered" in res.stdout
+    assert not list(out.glob("*.active"))
+    mcap = out / "crashed_0.mcap"
+    doctor = pymcap_doctor(mcap)
+    assert doctor.returncode == 0, doctor.stdout
+
+    sent = pickle.loads(dump.read_bytes())
+    got = read_all(out)
+    # Every message received before the last flush is back, byte-identical, in order.
+    assert got[known.JOINT_TOPIC] == sent[known.JOINT_TOPIC]
+    assert got[known.IMAGE_TOPIC] == sent[known.IMAGE_TOPIC]
+
+    meta = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["relative_file_paths"] == ["crashed_0.mcap"]
+    counts = {
+        t["topic_metadata"]["name"]: t["message_count"] for t in meta["topics_with_message_count"]
+    }
+    assert counts[known.JOINT_TOPIC] == 600
+    manifest = json.loads((out / "session.json").read_text())
+    assert manifest["state"] == "recovered"
+    assert manifest["files"][0]["size"] == mcap.stat().st_size
+
+    from rosbags.rosbag2 import Reader
+
+    with Reader(out) as bag:
+        assert bag.message_count == meta["message_count"]
+
+
+def test_truncated_active_file_recovered_on_next_start(procs, env, tmp_path: Path) -> None:
+    """A power cut mid-chunk: the torn chunk is dropped, the rest is recovered at next start."""
+    root = tmp_path / "data"
+    out = root / "torn"
+    rec = procs(
+        [*REC, "-a", "-o", str(out), "--set", "recording.flush_interval=0.2"], env, "recorder"
+    )
+    rec.wait_for("recording session")
+    pub = _publisher(procs, env, tmp_path / "sent.pkl", images=30, joints=200)
+    assert pub.wait(60) == 0
+    time.sleep(0.6)
+    rec.p.send_signal(signal.SIGKILL)
+    rec.wait()
+    active = next(out.glob("*.mcap.active"))
+    size = active.stat().st_size
+    with open(active, "r+b") as fh:  # tear the file in the middle of its last record
+        fh.truncate(size - 1000)
+
+    # The next recorder start (same data_root) recovers it before recording anew.
+    rec2 = procs([*REC, "-a", "--data-root", str(root)], env, "recorder2")
+    rec2.wait_for("recording session")
+    assert rec2.stop() == 0
+    assert "torn_0.mcap.active -> torn_0.mcap" in rec2.stderr()
+    assert not list(out.glob("*.active"))
+    assert pymcap_doctor(out / "torn_0.mcap").returncode == 0
+    got = read_all(out)
+    sent = pickle.loads((tmp_path / "sent.pkl").read_bytes())
+    # What survived is an exact prefix of what was sent.
+    for topic in (known.JOINT_TOPIC, known.IMAGE_TOPIC):
+        n = len(got.get(topic, []))
+        assert got.get(topic, []) == sent[topic][:n]
+    assert len(got[known.JOINT_TOPIC]) > 100
+
+
+def test_disk_reserve_closes_session_cleanly(procs, env, tmp_path: Path) -> None:
+    out = tmp_path / "reserve"
+    # The reserve is set just below today's free space, so a few MB of camera
+    # data crosses it: the same code path as a real filling disk.
+    reserve = shutil.disk_usage(tmp_path).free - 60_000_000
+    rec = procs(
+        [*REC, "-a", "-o", str(out), "--set", f"recording.disk_reserve_bytes={reserve}"],
+        env,
+        "recorder",
+    )
+    rec.wait_for("recording session")
+    pub = procs(
+        [*PUB, f"{known.IMAGE_TOPIC}=300@100", "--image-size", "640x480", "--hold", "0"],
+        env,
+        "publisher",
+    )
+    code = rec.wait(60)
+    pub.p.kill()
+    assert code == 3, rec.stderr()
+    assert "disk reserve reached" in rec.stderr()
+    manifest = json.loads((out / "session.json").read_text())
+    assert manifest["state"] == "closed"
+    assert manifest["close_reason"].startswith("disk reserve reached")
+    assert not list(out.glob("*.active"))
+    mcap = out / "reserve_0.mcap"
+    assert pymcap_doctor(mcap).returncode == 0
+    assert len(read_all(out).get(known.IMAGE_TOPIC, [])) > 0
+
+
+def test_split_by_duration(procs, env, tmp_path: Path) -> None:
+    out = tmp_path / "dur"
+    rec = procs([*REC, "-a", "-o", str(out), "-d", "1"], env, "recorder")
+    rec.wait_for("recording session")
+    dump = tmp_path / "sent.pkl"
+    pub = _publisher(procs, env, dump, images=105, joints=700)  # 3.5 s
+    assert pub.wait(60) == 0
+    assert rec.stop() == 0
+    meta = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert len(meta["files"]) >= 3
+    for f in meta["files"]:
+        assert f["duration"]["nanoseconds"] < 1.2e9
+    sent = pickle.loads(dump.read_bytes())
+    got = read_all(out)
+    assert got[known.JOINT_TOPIC] == sent[known.JOINT_TOPIC]
