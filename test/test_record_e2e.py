@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,9 +37,9 @@ def same_payloads(got: list[bytes], sent: list[bytes]) -> bool:
     to align a serialized payload on the wire (ros2 bag records the same)."""
     if len(got) != len(sent):
         return False
-    for g, s in zip(got, sent):
+    for g, s in zip(got, sent, strict=True):
         tail = g[len(s) :]
-        if g[: len(s)] != s or len(tail) > 3 or tail.strip(b"\0") or len(g) % 4 and tail:
+        if g[: len(s)] != s or len(tail) > 3 or tail.strip(b"\0") or (len(g) % 4 and tail):
             return False
     return True
 

@@ -161,7 +161,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> LoggerConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {p}: top level must be a mapping, got {type(data).__name__}")
+        kind = type(data).__name__
+        raise ConfigError(f"config file {p}: top level must be a mapping, got {kind}")
     try:
         return LoggerConfig.model_validate(data)
     except ValidationError as exc:

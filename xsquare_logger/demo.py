@@ -19,7 +19,7 @@ def run_demo(duration: float, profile: str, data_root: Path) -> int:
     data_root.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="xsq-demo-"))
     print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} (localhost only); logs in {logs}")
-    print(f"[demo] starting simulated humanoid (profile {profile}) and recorder for {duration:.0f} s")
+    print(f"[demo] starting simulated humanoid ({profile}) and recorder for {duration:.0f} s")
     sim = start(
         ["-m", "xsquare_logger.nodes.sim_node", "--profile", profile],
         env,

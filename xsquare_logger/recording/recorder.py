@@ -254,14 +254,14 @@ class Recorder:
     def _emit_status(self, state: str) -> None:
         snap = self.snapshot(state)
         self.last_status = snap
-        if self._status_encoder is not None and self._status_index is not None:
-            if not self._disk_failed:
-                try:
-                    data = self._status_encoder(snap)
-                    self.writer.write(self._status_index, snap.stamp_ns, snap.stamp_ns, data, 0)
-                    self.stats[self._status_index].received += 1
-                except _WRITE_ERRORS as exc:
-                    self._disk_error(exc)
+        index = self._status_index
+        if self._status_encoder is not None and index is not None and not self._disk_failed:
+            try:
+                data = self._status_encoder(snap)
+                self.writer.write(index, snap.stamp_ns, snap.stamp_ns, data, 0)
+                self.stats[index].received += 1
+            except _WRITE_ERRORS as exc:
+                self._disk_error(exc)
         if self._on_status:
             try:
                 self._on_status(snap)

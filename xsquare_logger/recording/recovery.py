@@ -151,7 +151,8 @@ def recover_session(directory: Path) -> Iterator[str]:
             )
         manifest = rebuild_indexes(directory, "recovered after crash")
         total = sum(f.message_count for f in manifest.files)
-        yield f"{directory}: {len(manifest.files)} file(s), {total} messages, state {manifest.state}"
+        files = len(manifest.files)
+        yield f"{directory}: {files} file(s), {total} messages, state {manifest.state}"
     finally:
         lock.release()
 

@@ -5,6 +5,7 @@ Used from the writer thread only (not thread-safe by design: one owner, no locks
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -246,8 +247,7 @@ class SessionWriter:
         self.closed = True
         self.manifest.close_reason = reason
         self.manifest.ended_ns = time.time_ns()
-        try:
+        # The disk may be full; `xsq recover` rebuilds both indexes from the MCAP files.
+        with contextlib.suppress(OSError):
             self._write_indexes()
-        except OSError:
-            pass  # the disk is full; `xsq recover` rebuilds both from the MCAP files
         self._lock.release()
