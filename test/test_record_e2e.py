@@ -195,3 +195,29 @@ def test_invalid_config_names_the_field(tmp_path: Path, env) -> None:
     assert "recording.compresion" in res.stderr
     assert str(cfg) in res.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_ros_parameters_override_config_and_default_session_name(procs, env, tmp_path) -> None:
+    """Without -o a session is created under data_root, named <robot_id>_<UTC>_<id>;
+    ROS parameters (as a launch file passes them) override the YAML config."""
+    cfg = tmp_path / "robot.yaml"
+    cfg.write_text(f"robot_id: yaml-bot\ndata_root: {tmp_path / 'root'}\n")
+    rec = procs(
+        [*REC, "--config", str(cfg), "--ros-args", "-p", "robot_id:=param-bot",
+         "-p", "recording.compression:=lz4"],
+        env,
+        "recorder",
+    )
+    rec.wait_for("recording session")
+    assert rec.stop() == 0, rec.stderr()
+    session = Path(rec.stdout().strip().splitlines()[-1])
+    assert session.parent == tmp_path / "root"
+    import re
+
+    assert re.fullmatch(r"param-bot_\d{8}T\d{6}Z_[0-9a-f]{6}", session.name)
+    manifest = json.loads((session / "session.json").read_text())
+    assert manifest["robot_id"] == "param-bot"
+    with open(next(session.glob("*.mcap")), "rb") as fh:
+        summary = make_reader(fh).get_summary()
+    assert summary is not None
+    assert {c.compression for c in summary.chunk_indexes} == {"lz4"}

@@ -203,8 +203,12 @@ class McapWriter:
             raise McapWriterError(
                 f"{self._path}: cannot create: {exc.strerror}", errno=exc.errno
             ) from exc
-        self._write(MCAP_MAGIC)
-        self._write(_record(Opcode.HEADER, _string(profile) + _string(library)))
+        try:
+            self._write(MCAP_MAGIC)
+            self._write(_record(Opcode.HEADER, _string(profile) + _string(library)))
+        except McapWriterError:
+            self.abort()  # don't leak the descriptor; the empty file stays (never ours to delete)
+            raise
 
     # ------------------------------------------------------------------ properties
 
