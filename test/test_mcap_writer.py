@@ -6,6 +6,7 @@ CRCs validated), ``mcap_ros2``'s decoder and ``pymcap-cli doctor`` read it back.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -316,3 +317,73 @@ def test_abort_leaves_no_summary(tmp_path: Path) -> None:
     w.close()  # no-op after abort
     data = path.read_bytes()
     assert not data.endswith(b"\x89MCAP0\r\n") and b"flushed" in data and b"lost" not in data
+
+
+def test_incompressible_chunk_is_stored_uncompressed(tmp_path: Path) -> None:
+    path = tmp_path / "noise.mcap"
+    noise = random.Random(3).randbytes(200_000)
+    with McapWriter(path, compression="lz4", chunk_size=100_000) as w:
+        cid = w.register_channel("/noise", "application/octet-stream", 0)
+        w.add_message(cid, 1, 1, noise)
+        w.add_message(cid, 2, 2, bytes(200_000))  # compresses well
+    with open(path, "rb") as f:
+        reader = make_reader(f)
+        summary = reader.get_summary()
+        assert [m.data for _s, _c, m in reader.iter_messages()] == [noise, bytes(200_000)]
+    assert summary is not None
+    assert [ci.compression for ci in summary.chunk_indexes] == ["", "lz4"]
+    codes = {f["code"] for f in doctor(path)}
+    assert "CHUNK_COMPRESSION_INEFFICIENT" not in codes
+
+
+class _FullDisk:
+    """Stands in for the file object: fails with ENOSPC past a byte budget. A real full disk
+    cannot be arranged in a test here (no root for a tiny tmpfs, and /dev/full cannot be
+    opened with the writer's exclusive-create mode)."""
+
+    def __init__(self, real: io.BufferedWriter, budget: int) -> None:
+        self.real, self.budget = real, budget
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.budget:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.budget -= len(data)
+        return self.real.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_disk_full_reports_errno_and_abort_keeps_flushed_data(tmp_path: Path) -> None:
+    path = tmp_path / "full.mcap"
+    w = McapWriter(path, compression="none")
+    cid = w.register_channel("/a", "application/octet-stream", 0)
+    w.add_message(cid, 1, 1, b"safe")
+    w.flush()
+    w._file = _FullDisk(w._file, budget=100)  # type: ignore[assignment]
+    w.add_message(cid, 2, 2, bytes(1000))
+    with pytest.raises(McapWriterError, match=r"full\.mcap: write failed") as info:
+        w.flush()
+    assert info.value.errno == errno.ENOSPC
+    w.abort()
+    assert w.closed
+    data = path.read_bytes()
+    assert b"safe" in data and not data.endswith(b"\x89MCAP0\r\n")
+
+
+def test_message_edge_cases(tmp_path: Path) -> None:
+    import array
+
+    path = tmp_path / "a.mcap"
+    with McapWriter(path) as w:
+        cid = w.register_channel("/a", "application/octet-stream", 0)
+        with pytest.raises(McapWriterError, match=r"log_time -1 .* nanoseconds"):
+            w.add_message(cid, -1, 0, b"x")
+        words = array.array("I", [1, 2, 3])
+        w.add_message(cid, 5, 5, memoryview(words), sequence=2**32 + 7)  # 12 bytes, seq wraps
+        w.add_message(cid, 6, 6, bytearray(b"ba"))
+        assert w.message_count == 2 and w.channel_message_counts == {cid: 2}
+    with open(path, "rb") as f:
+        got = [(m.sequence, m.data) for _s, _c, m in make_reader(f).iter_messages()]
+    assert got == [(7, words.tobytes()), (0, b"ba")]
+    doctor(path)

@@ -147,3 +147,14 @@ def test_shipped_robot_config_is_valid() -> None:
     cfg = load_config(Path(__file__).parents[1] / "config" / "robot.yaml")
     assert cfg.robot_id == "humanoid-01"
     assert cfg.recording.max_bag_size > 0
+
+
+def test_every_config_field_is_documented() -> None:
+    from xsquare_logger.config import RecordingConfig
+
+    doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    for name in LoggerConfig.model_fields:
+        if name != "recording":
+            assert f"`{name}`" in doc
+    for name in RecordingConfig.model_fields:
+        assert f"`recording.{name}`" in doc, name

@@ -335,3 +335,24 @@ def test_file_from_the_official_writer(tmp_path: Path) -> None:
     assert [m[4] for m in got] == payloads[:expected]
     assert result.chunks_dropped == 1 and result.topics["/chatter"][0] == "std_msgs/msg/String"
     doctor(out)
+
+
+def test_keeps_compression_when_first_chunk_was_stored_raw(tmp_path: Path) -> None:
+    """An incompressible first chunk is stored raw; the recording is still lz4."""
+    active = tmp_path / "n.mcap.active"
+    w = McapWriter(active, compression="lz4")
+    cid = w.register_channel("/noise", "application/octet-stream", 0)
+    w.add_metadata("session", {"robot": "x2"})
+    w.add_message(cid, 1, 1, random.Random(5).randbytes(50_000))
+    w.flush()
+    w.add_message(cid, 2, 2, bytes(50_000))
+    w.flush()
+    w.abort()
+    result = recover_mcap(active)
+    with open(result.out_path, "rb") as f:
+        summary = make_reader(f).get_summary()
+    assert summary is not None
+    # Rewritten into one (compressible) chunk: lz4 was picked, not the raw first chunk's "".
+    assert [ci.compression for ci in summary.chunk_indexes] == ["lz4"]
+    assert result.messages_recovered == 2 and result.metadata == {"session": {"robot": "x2"}}
+    doctor(result.out_path)

@@ -51,13 +51,17 @@ class RecordingConfig(_Strict):
     exclude_regex: str = Field(
         r"^/(rosout|parameter_events)$", description="Never record topics matching this."
     )
-    include_hidden_topics: bool = False
+    include_hidden_topics: bool = Field(
+        False, description="Also record hidden topics (a name segment starting with _)."
+    )
     max_bag_size: int = Field(0, ge=0, description="Split files at this size in bytes; 0 = off.")
     max_bag_duration: float = Field(
         0.0, ge=0, description="Split files after this many seconds; 0 = off."
     )
-    compression: Compression = "zstd"
-    zstd_level: int = Field(1, ge=-7, le=22)
+    compression: Compression = Field(
+        "zstd", description="MCAP chunk compression: zstd, lz4 (cheaper CPU) or none."
+    )
+    zstd_level: int = Field(1, ge=-7, le=22, description="zstd level (1 = fast).")
     chunk_size: int = Field(
         4 * 1024 * 1024, ge=64 * 1024, description="Uncompressed MCAP chunk size in bytes."
     )

@@ -100,6 +100,7 @@ _U64: Final = struct.Struct("<Q")
 _CHUNK_HEAD: Final = struct.Struct("<BQQQQII")
 
 _COMPRESSIONS: Final = {"zstd": "zstd", "lz4": "lz4", "none": "", "": ""}
+_NO_COMPRESSION: Final = b"\x00\x00\x00\x00"  # empty compression String
 _MAX_ID: Final = 0xFFFF  # schema and channel ids are uint16
 
 
@@ -124,7 +125,8 @@ class McapWriter:
 
     Args:
         path: File to create. It must not exist (opened with mode ``"xb"``).
-        compression: Chunk compression: ``"zstd"``, ``"lz4"`` or ``"none"``.
+        compression: Chunk compression: ``"zstd"``, ``"lz4"`` or ``"none"``. A chunk that
+            would not get smaller is stored uncompressed (its compression field is empty).
         chunk_size: A chunk is closed as soon as its uncompressed size reaches this many bytes.
             :meth:`flush` closes it earlier.
         profile: MCAP profile written in the Header record (``"ros2"`` for ROS 2 CDR data).
@@ -348,7 +350,7 @@ class McapWriter:
             log_time: Receive time in nanoseconds.
             publish_time: Publish (source) time in nanoseconds.
             data: Serialized message (CDR for ROS 2). Copied; the caller may reuse it.
-            sequence: Publisher sequence number (uint32; 0 when unknown).
+            sequence: Publisher sequence number (stored modulo 2**32; 0 when unknown).
 
         The chunk is compressed and written once its uncompressed size reaches ``chunk_size``.
         """
@@ -362,6 +364,8 @@ class McapWriter:
         if self._closed:  # counted above; undo so the statistics stay truthful
             self._counts[channel_id] -= 1
             self._check_open()
+        if type(data) is memoryview and data.itemsize != 1:
+            data = data.cast("B")  # len() must count bytes
         size = len(data)
         pos = self._buf_len
         end = pos + _MESSAGE_HEADER_SIZE + size
@@ -369,10 +373,17 @@ class McapWriter:
         if end > len(buf):
             # Rare: only while the buffer grows to chunk_size + the largest message.
             buf.extend(bytes(max(end - len(buf), len(buf) // 2)))
-        _MESSAGE_HEADER.pack_into(
-            buf, pos, Opcode.MESSAGE, _MESSAGE_FIXED + size, channel_id,
-            sequence & 0xFFFFFFFF, log_time, publish_time,
-        )  # fmt: skip
+        try:
+            _MESSAGE_HEADER.pack_into(
+                buf, pos, Opcode.MESSAGE, _MESSAGE_FIXED + size, channel_id,
+                sequence & 0xFFFFFFFF, log_time, publish_time,
+            )  # fmt: skip
+        except struct.error:
+            self._counts[channel_id] -= 1
+            raise McapWriterError(
+                f"{self._path}: log_time {log_time} / publish_time {publish_time} "
+                "must be integers in [0, 2**64) nanoseconds"
+            ) from None
         buf[pos + _MESSAGE_HEADER_SIZE : end] = data
         self._buf_len = end
 
@@ -590,24 +601,29 @@ class McapWriter:
         n = self._buf_len
         with memoryview(self._buf) as whole, whole[:n] as body:
             crc = zlib.crc32(body)
+            field = self._compression_field
             if self._zstd is not None:
                 payload: Any = self._zstd.compress(body)
             elif self._compression == "lz4":
                 payload = lz4.frame.compress(body)
             else:
                 payload = body
+            if len(payload) >= n and payload is not body:
+                # Noisy camera frames can grow under lz4; store such a chunk uncompressed
+                # (as the C++ writer rosbag2 uses does unless forceCompression is set).
+                payload, field = body, _NO_COMPRESSION
             compressed_size = len(payload)
             head = (
                 _CHUNK_HEAD.pack(
                     Opcode.CHUNK,
-                    8 + 8 + 8 + 4 + len(self._compression_field) + 8 + compressed_size,
+                    8 + 8 + 8 + 4 + len(field) + 8 + compressed_size,
                     self._chunk_start,
                     self._chunk_end,
                     n,
                     crc,
-                    len(self._compression),
+                    len(field) - 4,
                 )
-                + self._compression_field[4:]
+                + field[4:]
                 + _U64.pack(compressed_size)
             )
             chunk_offset = self._offset
@@ -648,7 +664,7 @@ class McapWriter:
                 + _U32.pack(len(offsets_blob))
                 + offsets_blob
                 + _U64.pack(index_length)
-                + self._compression_field
+                + field
                 + _U64.pack(compressed_size)
                 + _U64.pack(n),
             )

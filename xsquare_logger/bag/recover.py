@@ -23,7 +23,6 @@ import os
 import shutil
 import struct
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -239,13 +238,8 @@ def _parse_chunk(body: memoryview) -> list[_Item]:
 class _Rebuilder:
     """Feeds parsed records into a new McapWriter, mapping old ids to new ones."""
 
-    def __init__(self, tmp_path: Path, profile: str, library: str) -> None:
-        self.tmp_path = tmp_path
-        self.profile = profile
-        self.library = library or "xsquare_logger"
-        self.writer: McapWriter | None = None
-        # Records seen before the first chunk tells us which compression to use.
-        self.pending: list[Callable[[McapWriter], None]] = []
+    def __init__(self, writer: McapWriter) -> None:
+        self.writer = writer
         self.schemas: dict[int, _Schema] = {}
         self.schema_map: dict[int, int] = {}
         self.channel_map: dict[int, int] = {}
@@ -255,71 +249,38 @@ class _Rebuilder:
         self.topic_of: dict[int, str] = {}  # new channel id -> topic
         self.skipped = 0
 
-    def start(self, compression: str) -> McapWriter:
-        if self.writer is None:
-            with contextlib.suppress(FileNotFoundError):
-                self.tmp_path.unlink()  # a leftover of an earlier, interrupted recovery
-            self.writer = McapWriter(
-                self.tmp_path,
-                compression=compression or "none",
-                profile=self.profile,
-                library=self.library,
-            )
-            for op in self.pending:
-                op(self.writer)
-            self.pending.clear()
-        return self.writer
-
-    def _do(self, op: Callable[[McapWriter], None]) -> None:
-        if self.writer is None:
-            self.pending.append(op)
-        else:
-            op(self.writer)
-
     def schema(self, s: _Schema) -> None:
         if s.id == 0 or s.id in self.schemas:
             return
         self.schemas[s.id] = s
-
-        def op(w: McapWriter) -> None:
-            self.schema_map[s.id] = w.register_schema(s.name, s.encoding, s.data)
-
-        self._do(op)
+        self.schema_map[s.id] = self.writer.register_schema(s.name, s.encoding, s.data)
 
     def channel(self, ch: _Channel) -> None:
         if ch.id in self.channels:
             return
         self.channels[ch.id] = ch
         schema = self.schemas.get(ch.schema_id)
-        self.topics[ch.topic] = (
-            schema.name if schema else "",
-            ch.message_encoding,
-            dict(ch.metadata),
+        self.topics[ch.topic] = (schema.name if schema else "", ch.message_encoding, ch.metadata)
+        # A channel whose schema record was lost keeps its data, just without a schema.
+        new_schema = self.schema_map.get(ch.schema_id, 0)
+        new_id = self.writer.register_channel(
+            ch.topic, ch.message_encoding, new_schema, ch.metadata
         )
-
-        def op(w: McapWriter) -> None:
-            # A channel whose schema record was lost keeps its data, just without a schema.
-            new_schema = self.schema_map.get(ch.schema_id, 0)
-            new_id = w.register_channel(ch.topic, ch.message_encoding, new_schema, ch.metadata)
-            self.channel_map[ch.id] = new_id
-            self.topic_of[new_id] = ch.topic
-
-        self._do(op)
+        self.channel_map[ch.id] = new_id
+        self.topic_of[new_id] = ch.topic
 
     def metadata_record(self, name: str, values: dict[str, str]) -> None:
         self.metadata[name] = values
-        self._do(lambda w: w.add_metadata(name, values))
+        self.writer.add_metadata(name, values)
 
     def attachment(self, args: tuple[str, bytes, str, int, int]) -> None:
         name, data, media_type, log_time, create_time = args
-        self._do(
-            lambda w: w.add_attachment(
-                name, data, media_type=media_type, log_time=log_time, create_time=create_time
-            )
+        self.writer.add_attachment(
+            name, data, media_type=media_type, log_time=log_time, create_time=create_time
         )
 
-    def messages(self, writer: McapWriter, items: list[_Item]) -> None:
-        add = writer.add_message
+    def messages(self, items: list[_Item]) -> None:
+        add = self.writer.add_message
         channel_map = self.channel_map
         for opcode, item in items:
             if opcode == Opcode.MESSAGE:
@@ -333,6 +294,35 @@ class _Rebuilder:
                 self.schema(item)
             elif opcode == Opcode.CHANNEL:
                 self.channel(item)
+
+
+def _guess_compression(f: IO[bytes], offset: int, size: int) -> str:
+    """Compression of the first compressed chunk ("" if none is), from record headers only.
+
+    Looking past the first chunk matters: a chunk that would not shrink is stored
+    uncompressed even in a zstd/lz4 recording.
+    """
+    f.seek(offset)
+    seen_chunk = False
+    for _ in range(100_000):  # bounded: files without chunks could hold millions of records
+        head = f.read(9)
+        if len(head) < 9:
+            break
+        opcode, length = _RECORD_HEADER.unpack(head)
+        if opcode == 0 or length > size - offset - 9 or opcode == Opcode.DATA_END:
+            break
+        if opcode == Opcode.CHUNK:
+            seen_chunk = True
+            fixed = f.read(_CHUNK_FIXED.size)
+            if len(fixed) < _CHUNK_FIXED.size:
+                break
+            name_len = _CHUNK_FIXED.unpack(fixed)[4]
+            name = f.read(min(name_len, 64))
+            if name:
+                return name.decode("utf-8", "replace")
+        offset += 9 + length
+        f.seek(offset)
+    return "" if seen_chunk else "zstd"
 
 
 def _parse_attachment(body: memoryview) -> tuple[str, bytes, str, int, int]:
@@ -533,19 +523,34 @@ def recover_mcap(
         return complete
 
     result = RecoveryResult(out_path=dst)
-    rebuild = _Rebuilder(dst.with_name(dst.name + ".recovering"), profile, library)
-    try:
-        with open(src, "rb") as f:
+    tmp_path = dst.with_name(dst.name + ".recovering")
+    with contextlib.suppress(FileNotFoundError):
+        tmp_path.unlink()  # a leftover of an earlier, interrupted recovery (ours by name)
+    with open(src, "rb") as f:
+        compression = _guess_compression(f, offset, size)
+        if compression not in ("zstd", "lz4", ""):
+            compression = "zstd"  # chunks we cannot decode are dropped; write our default
+        try:
+            writer = McapWriter(
+                tmp_path,
+                compression=compression or "none",
+                profile=profile,
+                library=library or "xsquare_logger",
+            )
+        except McapWriterError as exc:
+            raise RecoveryError(f"cannot write {tmp_path}: {exc}") from exc
+        rebuild = _Rebuilder(writer)
+        try:
             f.seek(offset)
             _scan(f, size, offset, rebuild, result)
-        writer = rebuild.start("zstd")  # no chunk seen: pick our default
-        writer.close()
-    except BaseException:
-        if rebuild.writer is not None:
-            rebuild.writer.abort()
+            writer.close()
+        except BaseException as exc:
+            writer.abort()
             with contextlib.suppress(OSError):
-                rebuild.tmp_path.unlink()
-        raise
+                tmp_path.unlink()
+            if isinstance(exc, McapWriterError):  # e.g. the disk is full
+                raise RecoveryError(f"recovering {src}: {exc}") from exc
+            raise
 
     result.messages_recovered = writer.message_count
     result.message_start_time = writer.message_start_time
@@ -562,10 +567,10 @@ def recover_mcap(
         result.message_counts[topic] = result.message_counts.get(topic, 0) + count
 
     try:
-        _place(rebuild.tmp_path, dst)
+        _place(tmp_path, dst)
     except BaseException:
         with contextlib.suppress(OSError):
-            rebuild.tmp_path.unlink()
+            tmp_path.unlink()
         raise
     if remove_source:
         src.unlink()
@@ -603,16 +608,13 @@ def _scan(
         offset += record_size
         try:
             if opcode == Opcode.CHUNK:
-                items = _parse_chunk(body)
-                compression = str(body[32 : 32 + _U32.unpack_from(body, 28)[0]], "utf-8")
-                writer = rebuild.start(compression)
-                rebuild.messages(writer, items)
+                rebuild.messages(_parse_chunk(body))
                 result.chunks_recovered += 1
             elif opcode == Opcode.MESSAGE:
                 if length < _MESSAGE_FIXED.size:
                     raise _Corrupt
                 item = (*_MESSAGE_FIXED.unpack_from(body), body[22:])
-                rebuild.messages(rebuild.start("zstd"), [(opcode, item)])
+                rebuild.messages([(opcode, item)])
             elif opcode == Opcode.SCHEMA:
                 rebuild.schema(_parse_schema(body))
             elif opcode == Opcode.CHANNEL:
@@ -623,9 +625,7 @@ def _scan(
                 rebuild.metadata_record(name, c.string_map())
             elif opcode == Opcode.ATTACHMENT:
                 rebuild.attachment(_parse_attachment(body))
-        except (_Corrupt, struct.error, McapWriterError) as exc:
-            if isinstance(exc, McapWriterError):
-                raise RecoveryError(f"writing {rebuild.tmp_path} failed: {exc}") from exc
+        except (_Corrupt, struct.error):
             # A complete record whose content is damaged: drop it, keep going (its length
             # field was plausible, so the next record is probably intact).
             if opcode == Opcode.CHUNK:

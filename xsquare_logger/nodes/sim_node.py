@@ -186,6 +186,7 @@ class SimNode(Node):
         self.profile = profile
         self.bank = bank if bank is not None else PayloadBank(profile)
         self._groups: list[_Group] = []
+        self._sim_publishers: dict[str, Any] = {}
         by_key: dict[str, _Group] = {}
         for spec in profile.streams:
             g = by_key.get(spec.group_key)
@@ -195,6 +196,7 @@ class SimNode(Node):
             pub = self.create_publisher(
                 message_class(spec.type_name), spec.topic, qos_for(spec.qos)
             )
+            self._sim_publishers[spec.topic] = pub
             g.items.append((pub.publish, self.bank[spec.topic]))
             g.topics.append(spec.topic)
         self._stop = threading.Event()
@@ -219,6 +221,17 @@ class SimNode(Node):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def wait_for_subscribers(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Block until every publisher has a matched subscription (True) or timeout."""
+        pubs = list(self._sim_publishers.values())
+        deadline = time.monotonic() + timeout
+        while True:
+            if all(p.get_subscription_count() > 0 for p in pubs):
+                return True
+            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                return False
+            time.sleep(0.05)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the publisher thread to end (True if it has)."""
@@ -324,13 +337,17 @@ def run_sim(
     stop_event: threading.Event | None = None,
     *,
     dds_tuning: bool = True,
+    wait_subscribers: float = 0.0,
     on_ready: Any = None,
 ) -> dict[str, Any]:
     """Publish ``profile`` for ``duration`` s (0: until ``stop_event`` is set).
 
     Uses its own rclpy Context (no signal handlers are installed) so it can run
     inside a process that uses rclpy too.  Returns the stats dict.
-    ``on_ready(node)``, if given, is called once publishing has started.
+    ``wait_subscribers`` > 0: first wait up to that long for every topic to have
+    a matched subscriber (so benchmarks compare published with recorded counts
+    without discovery losses).  ``on_ready(node)``, if given, is called once
+    publishing has started.
     """
     prof = get_profile(profile).with_cameras(cameras)
     stop_event = stop_event if stop_event is not None else threading.Event()
@@ -359,6 +376,17 @@ def run_sim(
             file=sys.stderr,
             flush=True,
         )
+        waited = 0.0
+        if wait_subscribers > 0:
+            t_wait = time.monotonic()
+            matched = node.wait_for_subscribers(wait_subscribers, stop_event)
+            waited = time.monotonic() - t_wait
+            print(
+                f"[sim] subscribers {'matched' if matched else 'NOT all matched'} "
+                f"after {waited:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         node.start(duration)
         if on_ready is not None:
             on_ready(node)
@@ -367,6 +395,7 @@ def run_sim(
         node.stop()
         stats = node.stats()
         stats["prebuild_s"] = round(build_s, 3)
+        stats["waited_for_subscribers_s"] = round(waited, 3)
         return stats
     finally:
         if node is not None:
@@ -403,6 +432,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="do not write the larger-SHM Fast DDS profile",
     )
+    p.add_argument(
+        "--wait-subscribers",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before publishing, wait up to SECONDS for every topic to have a subscriber",
+    )
     args = p.parse_args(argv)
     if args.duration < 0:
         p.error("--duration must be >= 0")
@@ -423,7 +459,14 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, _on_signal)
     try:
-        stats = run_sim(args.profile, args.duration, args.cameras, stop, dds_tuning=args.dds_tuning)
+        stats = run_sim(
+            args.profile,
+            args.duration,
+            args.cameras,
+            stop,
+            dds_tuning=args.dds_tuning,
+            wait_subscribers=args.wait_subscribers,
+        )
     except ValueError as e:
         print(f"sim_node: {e}", file=sys.stderr)
         return 2
