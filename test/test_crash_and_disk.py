@@ -6,6 +6,7 @@ import json
 import pickle
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -114,23 +115,48 @@ def test_truncated_active_file_recovered_on_next_start(procs, env, tmp_path: Pat
     assert len(got[known.JOINT_TOPIC]) > 100
 
 
-def test_disk_reserve_closes_session_cleanly(procs, env, tmp_path: Path) -> None:
-    out = tmp_path / "reserve"
-    # The reserve is set just below today's free space, so a few MB of camera
-    # data crosses it: the same code path as a real filling disk.
-    reserve = shutil.disk_usage(tmp_path).free - 60_000_000
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A real, small filesystem (tmpfs) so the disk fills for real."""
+    mnt = tmp_path / "small_fs"
+    mnt.mkdir()
+
+    def mount(size: str, remount: bool = False) -> Path:
+        opts = f"remount,size={size}" if remount else f"size={size}"
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {res.stderr.strip()}")
+        return mnt
+
+    yield mount
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _flood(procs, env, dump: Path):
+    """640x480 best-effort frames at 100 Hz (92 MB/s). Like any camera driver sending
+    large best-effort samples, the publisher needs a larger Fast DDS SHM segment
+    (the default 512 KB loses nearly every frame; see the sim's notes)."""
+    from xsquare_logger.nodes.sim_node import fastdds_profile_xml
+
+    xml = dump.with_suffix(".fastdds.xml")
+    xml.write_text(fastdds_profile_xml(64 << 20, loopback_only=True))
+    args = [*PUB, f"{known.IMAGE_TOPIC}=400@100", "--image-size", "640x480", "--hold", "0",
+            "--dump", str(dump)]
+    return procs(args, {**env, "FASTDDS_DEFAULT_PROFILES_FILE": str(xml)}, "publisher")
+
+
+def test_disk_reserve_closes_session_cleanly(procs, env, small_fs, tmp_path: Path) -> None:
+    mnt = small_fs("96m")
+    out = mnt / "reserve"
     rec = procs(
-        [*REC, "-a", "-o", str(out), "--set", f"recording.disk_reserve_bytes={reserve}"],
+        [*REC, "-a", "-o", str(out), "--set", "recording.disk_reserve_bytes=60000000"],
         env,
         "recorder",
     )
     rec.wait_for("recording session")
-    pub = procs(
-        [*PUB, f"{known.IMAGE_TOPIC}=300@100", "--image-size", "640x480", "--hold", "0"],
-        env,
-        "publisher",
-    )
-    code = rec.wait(60)
+    pub = _flood(procs, env, tmp_path / "sent.pkl")
+    code = rec.wait(90)
     pub.p.kill()
     assert code == 3, rec.stderr()
     assert "disk reserve reached" in rec.stderr()
@@ -138,9 +164,39 @@ def test_disk_reserve_closes_session_cleanly(procs, env, tmp_path: Path) -> None
     assert manifest["state"] == "closed"
     assert manifest["close_reason"].startswith("disk reserve reached")
     assert not list(out.glob("*.active"))
-    mcap = out / "reserve_0.mcap"
-    assert pymcap_doctor(mcap).returncode == 0
-    assert len(read_all(out).get(known.IMAGE_TOPIC, [])) > 0
+    assert pymcap_doctor(out / "reserve_0.mcap").returncode == 0
+    assert len(read_all(out)[known.IMAGE_TOPIC]) > 10
+    assert shutil.disk_usage(mnt).free > 30_000_000  # stopped with the reserve intact
+
+
+def test_full_disk_stops_with_clear_error_and_keeps_flushed_data(
+    procs, env, small_fs, tmp_path: Path
+) -> None:
+    mnt = small_fs("48m")
+    out = mnt / "full"
+    rec = procs(
+        [*REC, "-a", "-o", str(out), "--set", "recording.disk_reserve_bytes=0",
+         "--set", "recording.flush_interval=0.2", "--compression", "none"],
+        env,
+        "recorder",
+    )
+    rec.wait_for("recording session")
+    dump = tmp_path / "sent.pkl"
+    pub = _flood(procs, env, dump)
+    code = rec.wait(90)
+    pub.wait(90)
+    assert code == 3, rec.stderr()
+    assert "No space left on device" in rec.stderr()
+    assert list(out.glob("*.mcap.active")), "the torn file is kept for recovery"
+
+    small_fs("256m", remount=True)  # the operator frees space, then recovers
+    res = xsq("recover", str(out), env=env)
+    assert res.returncode == 0, res.stderr
+    assert pymcap_doctor(out / "full_0.mcap").returncode == 0
+    got = read_all(out)[known.IMAGE_TOPIC]
+    sent = pickle.loads(dump.read_bytes())[known.IMAGE_TOPIC]
+    assert len(got) > 5
+    assert got == sent[: len(got)]  # everything flushed before the disk filled, in order
 
 
 def test_split_by_duration(procs, env, tmp_path: Path) -> None:

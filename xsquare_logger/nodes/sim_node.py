@@ -204,16 +204,21 @@ class SimNode(Node):
         self._t0_ns = 0
         self._t1_ns = 0
         self.error: BaseException | None = None
+        self.rt_priority = 0
 
     # -- control
 
-    def start(self, duration: float = 0.0) -> None:
-        """Start publishing; stop by itself after ``duration`` s (0: until stop())."""
+    def start(self, duration: float = 0.0, rt_priority: int = 0) -> None:
+        """Start publishing; stop by itself after ``duration`` s (0: until stop()).
+
+        ``rt_priority`` > 0 runs the publisher thread SCHED_FIFO at that priority
+        (where permitted), as sensor hardware does not wait for a busy CPU.
+        """
         if self._thread is not None:
             raise RuntimeError("already started")
         end_ns = time.monotonic_ns() + int(duration * _NS) if duration > 0 else 0
         self._thread = threading.Thread(
-            target=self._run, args=(end_ns,), name="sim-publisher", daemon=True
+            target=self._run, args=(end_ns, rt_priority), name="sim-publisher", daemon=True
         )
         self._thread.start()
 
@@ -246,7 +251,14 @@ class SimNode(Node):
 
     # -- the schedule
 
-    def _run(self, end_ns: int) -> None:
+    def _run(self, end_ns: int, rt_priority: int = 0) -> None:
+        if rt_priority > 0:
+            try:
+                # pid 0: the calling thread (Linux schedules threads individually).
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
+                self.rt_priority = rt_priority
+            except (AttributeError, OSError) as e:
+                print(f"[sim] no real-time priority: {e}", file=sys.stderr, flush=True)
         groups = self._groups
         stop = self._stop
         mono = time.monotonic_ns
@@ -321,6 +333,7 @@ class SimNode(Node):
                 t: round(n / duration, 2) if duration > 0 else 0.0 for t, n in published.items()
             },
             "max_late_ms": max_late,
+            "rt_priority": self.rt_priority,
         }
         if self.error is not None:
             out["error"] = repr(self.error)
@@ -338,6 +351,7 @@ def run_sim(
     *,
     dds_tuning: bool = True,
     wait_subscribers: float = 0.0,
+    rt_priority: int = 0,
     on_ready: Any = None,
 ) -> dict[str, Any]:
     """Publish ``profile`` for ``duration`` s (0: until ``stop_event`` is set).
@@ -387,7 +401,7 @@ def run_sim(
                 file=sys.stderr,
                 flush=True,
             )
-        node.start(duration)
+        node.start(duration, rt_priority)
         if on_ready is not None:
             on_ready(node)
         while not stop_event.is_set() and node.running:
@@ -439,6 +453,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="before publishing, wait up to SECONDS for every topic to have a subscriber",
     )
+    p.add_argument(
+        "--rt-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the publisher thread SCHED_FIFO at priority N (1-99; 0: normal, default)",
+    )
     args = p.parse_args(argv)
     if args.duration < 0:
         p.error("--duration must be >= 0")
@@ -466,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             stop,
             dds_tuning=args.dds_tuning,
             wait_subscribers=args.wait_subscribers,
+            rt_priority=args.rt_priority,
         )
     except ValueError as e:
         print(f"sim_node: {e}", file=sys.stderr)
