@@ -63,7 +63,7 @@ def run_phase(kind: str, duration: float, profile: str, workdir: Path, compressi
     ps = psutil.Process(sub.pid)
     sim = start(
         ["-m", "xsquare_logger.nodes.sim_node", "--profile", profile, "--duration",
-         str(duration), "--stats", "--wait-subscribers"],
+         str(duration), "--stats", "--wait-subscribers", "30", "--rt-priority", "10"],
         env,
         logs / "sim.out",
         logs / "sim.err",

@@ -23,6 +23,14 @@ CLI::
 With ``--stats`` one JSON line goes to stdout at exit::
 
     {"published": {topic: n}, "skipped": {topic: n}, "duration_s": s, ...}
+
+(plus ``rate_hz``, ``max_late_ms`` (worst lateness of a tick before it was
+published or skipped), ``profile``, ``prebuild_s``...).  Progress goes to stderr.
+
+For benchmarks: ``--wait-subscribers SECONDS`` holds publishing until every
+topic has a matched subscriber (no discovery losses to explain away), and
+``--rt-priority 10`` runs the publisher thread SCHED_FIFO so a busy box delays
+its 500 Hz ticks less (measured: ~0.1% instead of ~0.3-1.5% skipped ticks).
 """
 
 from __future__ import annotations
@@ -291,14 +299,14 @@ class SimNode(Node):
                     late = mono() - due
                 else:
                     late = -wait
+                if late > g.max_late_ns:
+                    g.max_late_ns = late
                 if late >= g.period_ns:
+                    # The next tick is due already: publish only the latest one.
                     missed = late // g.period_ns
                     g.skipped += missed
                     g.tick += missed
-                    g.next_due = due = due + missed * g.period_ns
-                    late -= missed * g.period_ns
-                if late > g.max_late_ns:
-                    g.max_late_ns = late
+                    due += missed * g.period_ns
                 stamp = wall()
                 tick = g.tick
                 for publish, ring in g.items:
@@ -417,6 +425,10 @@ def run_sim(
             node.destroy_node()
         with contextlib.suppress(Exception):
             rclpy.shutdown(context=ctx)
+        # Finalize the rcl context now (not at interpreter exit): that destroys
+        # the DDS participant, which removes its shared-memory segment.
+        with contextlib.suppress(Exception):
+            ctx.destroy()
 
 
 def _restore_env(saved: dict[str, str | None]) -> None:

@@ -25,7 +25,7 @@ import array
 import importlib
 import math
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -385,7 +385,7 @@ class PayloadBank:
         return sum(r.nbytes for r in self.rings.values())
 
 
-__all__: Sequence[str] = (
+__all__ = [
     "STAMP_OFFSET",
     "PayloadBank",
     "StampedRing",
@@ -403,4 +403,4 @@ __all__: Sequence[str] = (
     "stream_messages",
     "wrench_messages",
     "wrench_samples",
-)
+]

@@ -1,0 +1,1 @@
+"""Operator tablet link: protocol, visit state machine, ZeroMQ bridge, client, console."""

@@ -1,0 +1,77 @@
+"""The contract between the tablet bridge and the recording side.
+
+The bridge (protocol, state machine, ZeroMQ) only calls this interface; the
+robot stack implements it over the recorder node, tests may implement it over a
+plain in-process recorder. Keeping it small keeps both sides testable alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["ControllerError", "SessionController", "TaskEventData", "VisitInfo", "RecordingStatus"]
+
+
+class ControllerError(Exception):
+    """The recording side could not do what was asked (e.g. disk full at start)."""
+
+
+@dataclass(frozen=True)
+class VisitInfo:
+    visit_id: str
+    operator: str
+    consent: bool
+    site: str = ""
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class TaskEventData:
+    """One accepted tablet event, as recorded (``xsquare_logger_msgs/TaskEvent``).
+
+    ``kind`` is one of ``session_start``, ``session_end``, ``task_start``,
+    ``task_end``, ``mark``. ``stamp_ns`` is the robot's receive time of the command.
+    """
+
+    stamp_ns: int
+    session_id: str
+    event_id: str
+    kind: str
+    task: str = ""
+    episode_index: int = -1
+    outcome: str = ""
+    operator: str = ""
+    note: str = ""
+    instruction: str = ""
+
+
+@dataclass
+class RecordingStatus:
+    recording: bool
+    session_id: str = ""
+    elapsed_sec: float = 0.0
+    bytes_written: int = 0
+    messages_written: int = 0
+    messages_lost: int = 0
+    disk_free_bytes: int = 0
+    upload_backlog: int = 0
+    topics: dict[str, dict[str, int]] = field(default_factory=dict)
+    last_error: str = ""
+
+
+class SessionController(Protocol):
+    def start_session(self, visit: VisitInfo, stamp_ns: int) -> str:
+        """Start recording a new session; return its session id. Raises ControllerError."""
+        ...
+
+    def record_event(self, event: TaskEventData) -> None:
+        """Publish the event (TaskEvent topic, recorded in the bag) and update session.json."""
+        ...
+
+    def stop_session(self, stamp_ns: int) -> str:
+        """Finalize the current session; return its directory path."""
+        ...
+
+    def status(self) -> RecordingStatus:
+        ...
