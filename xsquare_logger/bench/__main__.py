@@ -170,7 +170,17 @@ def print_humanoid(r: dict) -> None:
 def writer_bench() -> dict:
     from ..bag.bench_writer import run
 
-    return run()
+    return {c: run(compression=c, directory=".") for c in ("zstd", "lz4", "none")}
+
+
+def print_writer(results: dict) -> None:
+    print("\n== MCAP writer micro-benchmark (same bytes, payload MB/s, best of 3) ==")
+    print(f"{'chunks':8} {'plain write':>12} {'official mcap':>14} {'ours':>8} "
+          f"{'ours/official':>14} {'ours/plain':>11}")
+    for comp, r in results.items():
+        print(f"{comp:8} {r['plain_mb_s']:>12.0f} {r['official_mb_s']:>14.0f} "
+              f"{r['ours_mb_s']:>8.0f} {r['ratio_ours_vs_official']:>14.2f} "
+              f"{r['ratio_ours_vs_plain']:>11.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_writer:
         print("[bench] writer micro-benchmark", flush=True)
         results["writer"] = writer_bench()
-        print(json.dumps(results["writer"], indent=2))
+        print_writer(results["writer"])
     if not args.skip_humanoid:
         if args.keep:
             Path("bench_out").mkdir(exist_ok=True)
