@@ -139,7 +139,7 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
-    with pytest.raises(ConfigError, match="recording.max_bag_size"):
+    with pytest.raises(ConfigError, match=r"recording\.max_bag_size"):
         apply_overrides(LoggerConfig(), {"recording.max_bag_size": "big"}, "flags")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["ControllerError", "SessionController", "TaskEventData", "VisitInfo", "RecordingStatus"]
+__all__ = ["ControllerError", "RecordingStatus", "SessionController", "TaskEventData", "VisitInfo"]
 
 
 class ControllerError(Exception):
