@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "LoggerConfig",
     "RecordingConfig",
+    "TabletConfig",
     "apply_overrides",
     "config_digest",
     "load_config",
@@ -100,6 +101,41 @@ class RecordingConfig(_Strict):
         return [t if t.startswith("/") else "/" + t for t in value]
 
 
+class TabletConfig(_Strict):
+    """The operator tablet link (ZeroMQ, CURVE)."""
+
+    command_endpoint: str = Field(
+        "tcp://*:5555", description="ROUTER endpoint the robot binds for tablet commands."
+    )
+    status_endpoint: str = Field(
+        "tcp://*:5556", description="PUB endpoint the robot binds for status updates."
+    )
+    keys_dir: Path = Field(
+        Path("~/.xsquare/keys"),
+        description="Robot key pair and authorized tablet keys.",
+        validate_default=True,
+    )
+    insecure: bool = Field(
+        False, description="Run without CURVE (explicit opt-in; warns at every start)."
+    )
+    status_interval: float = Field(1.0, gt=0, description="Seconds between status updates.")
+    tasks: list[str] = Field(
+        default_factory=lambda: [
+            "fold towel",
+            "arrange shoes",
+            "load dishwasher",
+            "wipe table",
+            "tidy toys",
+        ],
+        description="Task names the operator console offers.",
+    )
+
+    @field_validator("keys_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(os.path.expandvars(str(value))).expanduser()
+
+
 class LoggerConfig(_Strict):
     """Whole-robot configuration."""
 
@@ -110,6 +146,7 @@ class LoggerConfig(_Strict):
     )
     data_root: Path = Field(Path("data"), description="Directory holding session folders.")
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    tablet: TabletConfig = Field(default_factory=TabletConfig)
 
     @field_validator("data_root")
     @classmethod
