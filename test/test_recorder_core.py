@@ -72,6 +72,7 @@ def test_full_queue_drops_are_counted_and_rest_written(tmp_path: Path) -> None:
     t = manifest.topics[known.IMAGE_TOPIC]
     assert t.received == 10
     assert t.dropped_queue == 6
+    assert t.lost_transport == 0  # a queue drop is not also a transport gap
     assert t.written == 4
     assert manifest.drops["dropped_queue"] == 6
     with open(tmp_path / "s" / "s_0.mcap", "rb") as fh:
@@ -150,11 +151,12 @@ def test_shipped_robot_config_is_valid() -> None:
 
 
 def test_every_config_field_is_documented() -> None:
-    from xsquare_logger.config import RecordingConfig
+    from xsquare_logger.config import RecordingConfig, TabletConfig
 
     doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
-    for name in LoggerConfig.model_fields:
-        if name != "recording":
-            assert f"`{name}`" in doc
-    for name in RecordingConfig.model_fields:
-        assert f"`recording.{name}`" in doc, name
+    for name in ("robot_id", "data_root"):
+        assert f"`{name}`" in doc
+    for section, model in (("recording", RecordingConfig), ("tablet", TabletConfig)):
+        for name in model.model_fields:
+            assert f"`{section}.{name}`" in doc, f"{section}.{name} missing: run "
+            "scripts/gen_config_doc.py"

@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,15 @@ from rclpy.subscription import Subscription
 
 from ..bag.schema import SchemaNotFoundError
 from ..config import LoggerConfig, apply_overrides
+from ..recording.manifest import SessionManifest
 from ..recording.qos import adapt_subscription
-from ..recording.recorder import STATUS_TOPIC, Recorder, StatusSnapshot, make_session_id
+from ..recording.recorder import (
+    INTERNAL_TOPICS,
+    STATUS_TOPIC,
+    Recorder,
+    StatusSnapshot,
+    make_session_id,
+)
 from ..recording.selection import TopicSelector
 from .ros_qos import qos_from_dict, qos_to_dict
 
@@ -78,47 +85,87 @@ def _status_qos() -> QoSProfile:
 
 
 class RecorderNode(Node):
-    """Subscribes (raw) to the selected topics and feeds one :class:`Recorder` session."""
+    """Subscribes (raw) to the selected topics while a session records.
 
-    def __init__(
-        self,
-        config: LoggerConfig,
-        session_dir: Path | None = None,
-        node_name: str = "xsq_recorder",
-    ) -> None:
+    Idle until :meth:`start_session`; subscriptions exist only during a session
+    (an idle robot spends no CPU on camera traffic) and are destroyed at
+    :meth:`stop_session`, so latched topics are replayed into every new session.
+    """
+
+    def __init__(self, config: LoggerConfig, node_name: str = "xsq_recorder") -> None:
         super().__init__(
             node_name,
             allow_undeclared_parameters=True,
             automatically_declare_parameters_from_overrides=True,
         )
         self.config = apply_overrides(config, self._config_overrides(), "ROS parameters")
-        cfg = self.config
-        self.session_id = make_session_id(cfg.robot_id)
-        if session_dir is None:
-            session_dir = cfg.data_root / self.session_id
-        else:
-            self.session_id = session_dir.name
-        self.session_dir = session_dir
+        self.recorder: Recorder | None = None
+        self.session_dir: Path | None = None
         self.auto_stop_reason: str | None = None
         self.auto_stopped = threading.Event()
+        self.on_auto_stop: list[Callable[[str], None]] = []
+        self._lock = threading.RLock()
         self._status_pub = self.create_publisher(
             _msg_class("xsquare_logger_msgs/msg/SessionStatus"), STATUS_TOPIC, _status_qos()
         )
-        self.recorder = Recorder(
-            cfg,
-            session_dir,
-            self.session_id,
-            status_encoder=lambda s: serialize_message(status_message(s)),
-            on_status=self._publish_status,
-            on_auto_stop=self._auto_stop,
-        )
-        self.selector = TopicSelector(cfg.recording, never={STATUS_TOPIC})
+        self.selector = TopicSelector(self.config.recording, never=set(INTERNAL_TOPICS))
         self.subscriptions_by_topic: dict[str, Subscription] = {}
         self._warned: set[str] = set()
-        self.recorder.start()
-        self.discover()
-        self.create_timer(cfg.recording.discovery_interval, self.discover)
-        self.get_logger().info(f"recording session {self.session_id} into {session_dir}")
+        self.create_timer(self.config.recording.discovery_interval, self.discover)
+
+    # -- session lifecycle ------------------------------------------------------------------
+    def start_session(
+        self,
+        session_dir: Path | None = None,
+        visit: dict[str, object] | None = None,
+        task_topics: bool = False,
+    ) -> Recorder:
+        """Create the session directory, start the writer, subscribe. Raises on errors
+        (existing directory, unwritable data_root) before anything is recorded."""
+        with self._lock:
+            if self.recorder is not None:
+                raise RuntimeError(f"session {self.recorder.session_id} is already recording")
+            cfg = self.config
+            session_id = make_session_id(cfg.robot_id)
+            if session_dir is None:
+                session_dir = cfg.data_root / session_id
+            else:
+                session_id = session_dir.name
+            self.auto_stop_reason = None
+            self.auto_stopped.clear()
+            recorder = Recorder(
+                cfg,
+                session_dir,
+                session_id,
+                status_encoder=lambda s: serialize_message(status_message(s)),
+                on_status=self._publish_status,
+                on_auto_stop=self._auto_stop,
+                visit=visit,
+                task_topics=task_topics,
+            )
+            self.recorder = recorder
+            self.session_dir = session_dir
+            recorder.start()
+            self.get_logger().info(f"recording session {session_id} into {session_dir}")
+            self.discover()
+            return recorder
+
+    def stop_session(self, reason: str = "stopped") -> SessionManifest | None:
+        """Unsubscribe, drain the queue, finalize every file. Blocks until written."""
+        with self._lock:
+            recorder = self.recorder
+            if recorder is None:
+                return None
+            for sub in self.subscriptions_by_topic.values():
+                self.destroy_subscription(sub)
+            self.subscriptions_by_topic.clear()
+            manifest = recorder.stop(self.auto_stop_reason or reason)
+            self.recorder = None
+            self.get_logger().info(
+                f"session {manifest.session_id} closed ({manifest.close_reason}); "
+                f"{manifest.drops.get('total', 0)} messages lost"
+            )
+            return manifest
 
     def _config_overrides(self) -> dict[str, Any]:
         # Parameters given at launch (e.g. `-p recording.max_bag_size:=1000000`)
@@ -137,6 +184,8 @@ class RecorderNode(Node):
     def _auto_stop(self, reason: str) -> None:
         self.auto_stop_reason = reason
         self.auto_stopped.set()
+        for callback in self.on_auto_stop:
+            callback(reason)
 
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self._warned:
@@ -145,25 +194,35 @@ class RecorderNode(Node):
 
     def discover(self) -> None:
         """Subscribe to newly seen topics; refresh offered QoS of known ones."""
-        for topic, types in self.get_topic_names_and_types():
-            if not self.selector.wants(topic):
-                continue
-            offered = [qos_to_dict(i.qos_profile) for i in self.get_publishers_info_by_topic(topic)]
-            if topic in self.subscriptions_by_topic:
-                if offered:
-                    self.recorder.update_qos(topic, offered)
-                continue
-            if len(types) != 1:
-                self._warn_once(topic, f"not recording {topic}: it has several types {types}")
-                continue
-            if not offered:
-                continue  # only subscribers so far: wait for a publisher to learn its QoS
-            self._subscribe(topic, types[0], offered)
+        with self._lock:
+            recorder = self.recorder
+            if recorder is None or self.auto_stopped.is_set():
+                return
+            for topic, types in self.get_topic_names_and_types():
+                if not self.selector.wants(topic):
+                    continue
+                infos = self.get_publishers_info_by_topic(topic)
+                offered = [qos_to_dict(i.qos_profile) for i in infos]
+                if topic in self.subscriptions_by_topic:
+                    if offered:
+                        recorder.update_qos(topic, offered)
+                    continue
+                if len(types) != 1:
+                    self._warn_once(topic, f"not recording {topic}: it has several types {types}")
+                    continue
+                if not offered:
+                    continue  # only subscribers so far: wait for a publisher to learn its QoS
+                self._subscribe(recorder, topic, types[0], offered)
 
-    def _subscribe(self, topic: str, type_name: str, offered: list[dict[str, Any]]) -> None:
+    def _subscribe(
+        self, recorder: Recorder, topic: str, type_name: str, offered: list[dict[str, Any]]
+    ) -> None:
         try:
             msg_class = _msg_class(type_name)
-            callback = self.recorder.add_topic(topic, type_name, offered)
+            if recorder.has_topic(topic):
+                callback = recorder.callback_for(topic)
+            else:
+                callback = recorder.add_topic(topic, type_name, offered)
         except (SchemaNotFoundError, ImportError, AttributeError, ValueError) as exc:
             self._warn_once(topic, f"not recording {topic} ({type_name}): {exc}")
             return
@@ -210,14 +269,14 @@ def record(config: LoggerConfig, session_dir: Path | None, ros_args: Sequence[st
     install_stop_signals(stop)
     rclpy.init(args=["xsq", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
     try:
-        node = RecorderNode(config, session_dir)
+        node = RecorderNode(config)
         try:
+            node.start_session(session_dir)
             spin_until_stopped(node, stop)
-            manifest = node.recorder.stop(
-                node.auto_stop_reason or "stopped",
-            )
+            manifest = node.stop_session("stopped")
         finally:
             node.destroy_node()
+        assert manifest is not None
     finally:
         if rclpy.ok():
             rclpy.shutdown()

@@ -66,6 +66,7 @@ class TaskEntry(_Model):
     operator: str = ""
     instruction: str = ""
     note: str = ""
+    event_ids: list[str] = Field(default_factory=list)
 
 
 class SessionManifest(_Model):
@@ -81,6 +82,7 @@ class SessionManifest(_Model):
     ended_ns: int | None = None
     visit: dict[str, object] | None = None
     tasks: list[TaskEntry] = Field(default_factory=list)
+    marks: list[dict[str, object]] = Field(default_factory=list)
     topics: dict[str, TopicEntry] = Field(default_factory=dict)
     drops: dict[str, int] = Field(default_factory=dict)
     files: list[FileEntry] = Field(default_factory=list)

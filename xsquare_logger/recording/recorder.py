@@ -22,13 +22,16 @@ from typing import Any
 from .. import __version__
 from ..bag.mcap_writer import McapWriterError
 from ..config import LoggerConfig, config_digest
-from .manifest import SessionManifest
+from ..tablet.controller import TaskEventData
+from .manifest import SessionManifest, write_manifest
 from .qos import QosDict, make_qos
 from .queue import ByteBoundedQueue
 from .session import SessionWriter
 from .stats import SequenceTracker, TopicStats
+from .tasks import apply_event
 
 __all__ = [
+    "INTERNAL_TOPICS",
     "STATUS_TOPIC",
     "STATUS_TYPE",
     "Recorder",
@@ -40,6 +43,13 @@ log = logging.getLogger("xsquare_logger.recorder")
 
 STATUS_TOPIC = "/xsquare/session_status"
 STATUS_TYPE = "xsquare_logger_msgs/msg/SessionStatus"
+TASK_EVENTS_TOPIC = "/xsquare/task_events"
+TASK_EVENTS_TYPE = "xsquare_logger_msgs/msg/TaskEvent"
+CURRENT_TASK_TOPIC = "/xsquare/current_task"
+CURRENT_TASK_TYPE = "std_msgs/msg/String"
+# Topics the recorder writes itself (never subscribed: that would record them twice).
+INTERNAL_TOPICS = frozenset({STATUS_TOPIC, TASK_EVENTS_TOPIC, CURRENT_TASK_TOPIC})
+_EVENT = -1  # queue index of an internal tablet event
 
 # What a full or failing disk raises from the session writer.
 _WRITE_ERRORS = (OSError, McapWriterError)
@@ -91,6 +101,8 @@ class Recorder:
         on_status: Callable[[StatusSnapshot], None] | None = None,
         on_auto_stop: Callable[[str], None] | None = None,
         session_writer_factory: Callable[..., SessionWriter] = SessionWriter,
+        visit: dict[str, object] | None = None,
+        task_topics: bool = False,
     ) -> None:
         self.config = config
         self.rcfg = config.recording
@@ -106,6 +118,7 @@ class Recorder:
             software_version=__version__,
             config_digest=config_digest(config),
             started_ns=self.started_ns,
+            visit=visit,
         )
         self.writer = session_writer_factory(session_dir, manifest, self.rcfg)
         self.queue: ByteBoundedQueue[tuple[int, bytes, dict[str, Any]]] = ByteBoundedQueue(
@@ -127,6 +140,14 @@ class Recorder:
             self._status_index = self._register(
                 STATUS_TOPIC, STATUS_TYPE, [make_qos("reliable", "volatile", depth=10)]
             )
+        self._event_index: int | None = None
+        self._current_task_index: int | None = None
+        if task_topics:
+            latched = [make_qos("reliable", "transient_local", depth=100)]
+            self._event_index = self._register(TASK_EVENTS_TOPIC, TASK_EVENTS_TYPE, latched)
+            self._current_task_index = self._register(
+                CURRENT_TASK_TOPIC, CURRENT_TASK_TYPE, latched
+            )
 
     # -- topics (any thread) ----------------------------------------------------------------
     def _register(self, topic: str, type_name: str, qos: list[QosDict]) -> int:
@@ -141,6 +162,10 @@ class Recorder:
     def has_topic(self, topic: str) -> bool:
         return topic in self._by_name
 
+    def callback_for(self, topic: str) -> RawCallback:
+        """The callback of an already registered topic (re-subscription after QoS change)."""
+        return self._make_callback(self._by_name[topic])
+
     def add_topic(self, topic: str, type_name: str, qos: list[QosDict]) -> RawCallback:
         """Register ``topic`` and return the raw subscription callback for it.
 
@@ -148,18 +173,41 @@ class Recorder:
         Raises :class:`~xsquare_logger.bag.schema.SchemaNotFoundError` if the
         type's definition is not installed (the bag would not be self-describing).
         """
-        index = self._register(topic, type_name, qos)
+        return self._make_callback(self._register(topic, type_name, qos))
+
+    def _make_callback(self, index: int) -> RawCallback:
         stats = self.stats[index]
         put = self.queue.put
+        observe = self._seq[index].observe
 
         def callback(msg: bytes, info: dict[str, Any]) -> None:
             stats.received += 1
             if not self._accepting:
                 return
+            # Gap accounting here, in arrival order, sees every received message,
+            # so a message the full queue refuses is not also counted as a
+            # transport loss (about 1 us; the writer thread would see only survivors).
+            seq = info.get("publication_sequence_number")
+            gid = info.get("publisher_gid")
+            if seq and gid is not None:
+                lost = observe(gid["data"], seq)
+                if lost:
+                    stats.lost_transport += lost
             if not put((index, msg, info), len(msg)):
                 stats.dropped_queue += 1
 
         return callback
+
+    def record_event(
+        self, event: TaskEventData, event_cdr: bytes, current_task_cdr: bytes | None
+    ) -> None:
+        """Record an accepted tablet event (and the new current task) in the bag and
+        session.json. Never refused by a full queue: events are what make the data usable.
+        ``event.stamp_ns`` (the robot's receive time of the command) is the log time.
+        """
+        if self._event_index is None:
+            raise RuntimeError("this recorder was created without task_topics")
+        self.queue.put((_EVENT, b"", {"event": (event, event_cdr, current_task_cdr)}), 0)
 
     def update_qos(self, topic: str, qos: list[QosDict]) -> None:
         with self._lock:
@@ -189,14 +237,12 @@ class Recorder:
     def _process(self, batch: list[tuple[int, bytes, dict[str, Any]]]) -> None:
         write = self.writer.write
         for index, msg, info in batch:
+            if index == _EVENT:
+                self._write_event(*info["event"])
+                continue
             stats = self.stats[index]
             seq = info.get("publication_sequence_number") or 0
-            gid = info.get("publisher_gid")
-            if gid is not None and seq:
-                lost = self._seq[index].observe(bytes(gid["data"]), seq)
-                if lost:
-                    stats.lost_transport += lost
-                stats.publishers = self._seq[index].publishers
+            stats.publishers = self._seq[index].publishers
             if self._disk_failed:
                 stats.dropped_disk += 1
                 continue
@@ -207,6 +253,27 @@ class Recorder:
             except _WRITE_ERRORS as exc:
                 stats.dropped_disk += 1
                 self._disk_error(exc)
+
+    def _write_event(
+        self, event: TaskEventData, event_cdr: bytes, current_task_cdr: bytes | None
+    ) -> None:
+        manifest = self.writer.manifest
+        apply_event(manifest.tasks, manifest.marks, event)
+        if self._disk_failed:
+            return
+        assert self._event_index is not None and self._current_task_index is not None
+        try:
+            self.writer.write(self._event_index, event.stamp_ns, event.stamp_ns, event_cdr, 0)
+            self.stats[self._event_index].received += 1
+            if current_task_cdr is not None:
+                self.writer.write(
+                    self._current_task_index, event.stamp_ns, event.stamp_ns, current_task_cdr, 0
+                )
+                self.stats[self._current_task_index].received += 1
+            # Episodes must survive a crash: session.json is rewritten at once.
+            write_manifest(self.session_dir, manifest)
+        except _WRITE_ERRORS as exc:
+            self._disk_error(exc)
 
     def _disk_error(self, exc: Exception) -> None:
         self._disk_failed = True
@@ -235,7 +302,8 @@ class Recorder:
                 self._on_auto_stop(reason)
 
     def snapshot(self, state: str = "recording") -> StatusSnapshot:
-        stats = [s for i, s in enumerate(self.stats) if i != self._status_index]
+        internal = {self._status_index, self._event_index, self._current_task_index}
+        stats = [s for i, s in enumerate(self.stats) if i not in internal]
         now = time.time_ns()
         return StatusSnapshot(
             state=state,

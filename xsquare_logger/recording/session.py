@@ -6,6 +6,7 @@ Used from the writer thread only (not thread-safe by design: one owner, no locks
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from .manifest import FileEntry, SessionManifest, TopicEntry, write_manifest
 from .metadata import BagFile, BagTopic, build_metadata, metadata_text, write_metadata_yaml
 from .qos import QosDict, qos_profiles_yaml
 from .stats import TopicStats
+from .tasks import tasks_metadata
 
 __all__ = ["ACTIVE_SUFFIX", "SessionExistsError", "SessionWriter"]
 
@@ -167,6 +169,12 @@ class SessionWriter:
         w = f.writer
         # Each file carries the bag metadata so far: a lone .mcap stays self-describing.
         w.add_metadata("rosbag2", {"serialized_metadata": metadata_text(self._metadata_doc())})
+        m = self.manifest
+        if m.tasks or m.marks or m.visit:
+            # Episodes so far, so a tool finds task N in any file without scanning messages.
+            record = tasks_metadata(m.tasks, m.marks, m.session_id)
+            record["visit"] = json.dumps(m.visit or {})
+            w.add_metadata("xsquare.tasks", record)
         w.close()
         active = self.directory / (f.name + ACTIVE_SUFFIX)
         active.rename(self.directory / f.name)
