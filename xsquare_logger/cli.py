@@ -61,6 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_record(sub)
 
+    p = sub.add_parser(
+        "run",
+        help="robot stack: recorder (idle) + tablet bridge; the tablet starts/stops visits",
+    )
+    p.add_argument("--config", type=Path, help="YAML config (default: embedded defaults)")
+    p.add_argument("--robot-id", help="robot id (first part of the session id)")
+    p.add_argument("--data-root", type=Path, help="where new sessions are created")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set tablet.command_endpoint=...")
+    p.add_argument("--insecure", action="store_true",
+                   help="tablet link without CURVE authentication (logs a warning)")
+    p.add_argument("--no-recover", action="store_true",
+                   help="do not recover unfinished sessions under data_root at start")
+
     p = sub.add_parser("info", help="summarize a session (like `ros2 bag info`, plus losses)")
     p.add_argument("path", type=Path)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -82,15 +96,24 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def record_config(args: argparse.Namespace) -> LoggerConfig:
-    """Config file (or embedded defaults), then CLI flags on top."""
-    config = load_config(args.config)
+def _common_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         overrides[key.strip()] = _parse_value(value)
+    if args.robot_id:
+        overrides["robot_id"] = args.robot_id
+    if args.data_root:
+        overrides["data_root"] = str(args.data_root)
+    return overrides
+
+
+def record_config(args: argparse.Namespace) -> LoggerConfig:
+    """Config file (or embedded defaults), then CLI flags on top."""
+    config = load_config(args.config)
+    overrides = _common_overrides(args)
     topics = [*args.topics_pos, *args.topics]
     if topics:
         overrides["recording.topics"] = topics
@@ -109,11 +132,23 @@ def record_config(args: argparse.Namespace) -> LoggerConfig:
         overrides["recording.max_bag_duration"] = args.max_bag_duration
     if args.compression:
         overrides["recording.compression"] = args.compression
-    if args.robot_id:
-        overrides["robot_id"] = args.robot_id
-    if args.data_root:
-        overrides["data_root"] = str(args.data_root)
     return apply_overrides(config, overrides, "command-line flags")
+
+
+def _recover_at_start(args: argparse.Namespace, config: LoggerConfig) -> None:
+    if not args.no_recover:
+        from .recording.recovery import recover_data_root
+
+        for line in recover_data_root(config.data_root):
+            print(line, file=sys.stderr)
+
+
+def _cmd_run(args: argparse.Namespace, ros_args: list[str]) -> int:
+    config = apply_overrides(load_config(args.config), _common_overrides(args), "flags")
+    _recover_at_start(args, config)
+    from .nodes.stack import run_stack
+
+    return run_stack(config, args.insecure, ros_args)
 
 
 def _cmd_record(args: argparse.Namespace, ros_args: list[str]) -> int:
@@ -122,11 +157,7 @@ def _cmd_record(args: argparse.Namespace, ros_args: list[str]) -> int:
         print(f"xsq record: output directory {args.output} exists already; not overwriting",
               file=sys.stderr)
         return 2
-    if not args.no_recover:
-        from .recording.recovery import recover_data_root
-
-        for line in recover_data_root(config.data_root):
-            print(line, file=sys.stderr)
+    _recover_at_start(args, config)
     from .nodes.recorder_node import record
 
     return record(config, args.output, ros_args)
@@ -171,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "record":
             return _cmd_record(args, ros_args)
+        if args.command == "run":
+            return _cmd_run(args, ros_args)
         if args.command == "info":
             return _cmd_info(args)
         if args.command == "recover":
