@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -17,6 +18,11 @@ def run_demo(duration: float, profile: str, data_root: Path) -> int:
     """Record ``duration`` seconds of the sim into a new session under ``data_root``."""
     env = ros_env()
     data_root.mkdir(parents=True, exist_ok=True)
+    # data/demo is the demo's scratch folder: 20 s of raw humanoid data is ~5 GB,
+    # so keep only the newest demo session.
+    for old in sorted(p for p in data_root.iterdir() if (p / "session.json").exists()):
+        print(f"[demo] removing previous demo session {old}")
+        shutil.rmtree(old)
     logs = Path(tempfile.mkdtemp(prefix="xsq-demo-"))
     print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} (localhost only); logs in {logs}")
     print(f"[demo] starting simulated humanoid ({profile}) and recorder for {duration:.0f} s")
@@ -32,13 +38,15 @@ def run_demo(duration: float, profile: str, data_root: Path) -> int:
         stdout=logs / "record.out",
         stderr=logs / "record.err",
     )
+    tty = sys.stdout.isatty()
     try:
         t0 = time.monotonic()
         while time.monotonic() - t0 < duration:
             if rec.poll() is not None or sim.poll() is not None:
                 break
             time.sleep(0.5)
-            print(f"\r[demo] recording... {time.monotonic() - t0:5.1f} s", end="", flush=True)
+            if tty:
+                print(f"\r[demo] recording... {time.monotonic() - t0:5.1f} s", end="", flush=True)
         print()
     finally:
         code = stop(rec, timeout=120)
