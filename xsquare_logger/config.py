@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .upload.config import UploadConfig
+
 __all__ = [
     "ConfigError",
     "LoggerConfig",
@@ -147,6 +149,7 @@ class LoggerConfig(_Strict):
     data_root: Path = Field(Path("data"), description="Directory holding session folders.")
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     tablet: TabletConfig = Field(default_factory=TabletConfig)
+    upload: UploadConfig = Field(default_factory=UploadConfig)
 
     @field_validator("data_root")
     @classmethod
