@@ -173,12 +173,17 @@ def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()
     try:
         node = RecorderNode(config)
         controller = RosSessionController(node)
-        machine = VisitStateMachine(controller, config.robot_id)
+        machine = VisitStateMachine(controller, config.robot_id, tasks=config.tablet.tasks)
         if hasattr(machine, "session_lost"):
             controller.on_session_lost.append(machine.session_lost)
         server = TabletServer(config.tablet, config.robot_id, machine)
         server.start()
-        print(f"robot stack ready: {server.describe()}", file=sys.stderr, flush=True)
+        print(
+            f"robot stack ready: tablet commands on {server.command_endpoint}, "
+            f"status on {server.status_endpoint}",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             while not stop.is_set():
                 spin_until_stopped(node, stop)

@@ -1,0 +1,666 @@
+"""The operator console's local HTTP server: static page plus a JSON proxy to the robot.
+
+The browser never speaks ZeroMQ. It calls three endpoints on this process:
+
+``POST /api/command``
+    Body ``{"cmd": "task.start", "args": {...}, "id": "..."}`` (JSON, at most
+    :data:`MAX_BODY_BYTES`). Sent to the robot through one
+    :class:`~xsquare_logger.tablet.client.TabletClient`; the answer is the robot's
+    reply (``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``).
+    The page makes the request id, so pressing *Retry* after a lost reply re-sends
+    the same id and the robot answers from its replay cache instead of acting twice.
+    No reply at all becomes ``ROBOT_UNREACHABLE`` (HTTP 504).
+``GET /api/status``
+    The latest status the robot published, plus ``age_sec`` (seconds since it
+    arrived, ``null`` before the first) and ``stale`` (older than ``stale_after``),
+    so the page can say "robot not responding" instead of showing old numbers.
+``GET /api/config``
+    Task names for the buttons and the robot endpoints.
+
+Bound to 127.0.0.1 by default: the console holds the tablet's CURVE secret key,
+so only the tablet itself should be able to drive it. Requests whose ``Host`` is
+not a loopback name (DNS rebinding) or whose ``Origin`` is another site (CSRF)
+are refused while bound to loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..client import StatusSubscriber, TabletClient, TabletError, TabletTimeout, keys_from_files
+from ..keys import KeyStoreError
+
+__all__ = [
+    "DEFAULT_PORT",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "MAX_BODY_BYTES",
+    "STATIC_DIR",
+    "ConsoleBackend",
+    "ConsoleServer",
+    "add_console_parser",
+    "run",
+    "run_console",
+]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+DEFAULT_PORT = 8080
+#: Largest accepted ``POST /api/command`` body. A visit's notes fit many times over.
+MAX_BODY_BYTES = 16 * 1024
+#: Per-attempt reply timeout (seconds) and re-sends: on a home Wi-Fi a reply takes
+#: milliseconds, so the operator learns "robot unreachable" after ~3 s, not ~8 s.
+DEFAULT_TIMEOUT = 1.0
+DEFAULT_RETRIES = 2
+# Same variables as `xsq tablet`, so one shell setup serves both.
+ROBOT_KEY_ENV = "XSQ_ROBOT_KEY"
+TABLET_KEY_ENV = "XSQ_TABLET_KEY"
+#: Status older than this (seconds) is reported ``stale``: the robot publishes about
+#: once a second, so three missed updates means the link or the robot is down.
+DEFAULT_STALE_AFTER = 3.0
+
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+# Everything the page needs is served from here: no CDN, no fonts, no inline script.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+class _Client(Protocol):
+    def request(
+        self, cmd: str, args: dict[str, Any] | None = None, request_id: str | None = None
+    ) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class _Subscriber(Protocol):
+    def recv(self, timeout: float | None = None) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
+
+
+class _CommandBody(BaseModel):
+    """What the page may POST to ``/api/command`` (the robot validates the args)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cmd: str = Field(pattern=r"^[a-z][a-z0-9_.]{0,63}$")
+    args: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+def _error(code: str, message: str, request_id: str | None = None) -> dict[str, Any]:
+    return {"v": 1, "id": request_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+class ConsoleBackend:
+    """The robot side of the console: one serialized client and the latest status.
+
+    ``client`` sends commands to the robot's ROUTER. A ZeroMQ socket is not
+    thread-safe and the HTTP server runs each request on its own thread, so every
+    use goes through one lock (a second tap waits for the first reply).
+    ``subscriber_factory`` builds the status subscriber on the status thread, so
+    that socket is created, used and closed on one thread.
+    ``stale_after`` is in seconds; ``clock`` returns seconds (monotonic).
+    """
+
+    def __init__(
+        self,
+        client: _Client,
+        subscriber_factory: Callable[[], _Subscriber],
+        *,
+        tasks: Sequence[str] = (),
+        robot: dict[str, Any] | None = None,
+        stale_after: float = DEFAULT_STALE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._subscriber_factory = subscriber_factory
+        self.tasks = list(tasks)
+        self.robot = dict(robot or {})
+        self.stale_after = stale_after
+        self._clock = clock
+        self._client_lock = threading.Lock()
+        self._status_lock = threading.Lock()
+        self._status: dict[str, Any] | None = None
+        self._status_at = 0.0
+        self._link_error: dict[str, str] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the status thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._status_loop, name="console-status", daemon=True
+            )
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop the status thread and close the command client."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        with self._client_lock:
+            self._client.close()
+
+    # -- commands --------------------------------------------------------------------
+    def command(
+        self, cmd: str, args: dict[str, Any], request_id: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """Send one command; return (HTTP status, reply JSON in the robot's shape)."""
+        request_id = request_id or uuid.uuid4().hex
+        with self._client_lock:
+            try:
+                result = self._client.request(cmd, args, request_id=request_id)
+                last = getattr(self._client, "last_reply", None)
+                robot_time_ns = getattr(last, "robot_time_ns", None)
+            except TabletTimeout as exc:
+                where = self.robot.get("command_endpoint", "the robot")
+                return HTTPStatus.GATEWAY_TIMEOUT, _error(
+                    "ROBOT_UNREACHABLE",
+                    f"no reply from {where}: {exc.message or 'timed out'}. "
+                    "Check the robot is on and on the same network, then retry.",
+                    request_id,
+                )
+            except TabletError as exc:
+                return HTTPStatus.OK, _error(exc.code, exc.message, request_id)
+            except Exception as exc:
+                log.exception("console: %s failed", cmd)
+                return HTTPStatus.INTERNAL_SERVER_ERROR, _error(
+                    "CONSOLE_ERROR", f"{type(exc).__name__}: {exc}", request_id
+                )
+        reply = {"v": 1, "id": request_id, "ok": True, "result": result}
+        if robot_time_ns is not None:
+            reply["robot_time_ns"] = robot_time_ns
+        return HTTPStatus.OK, reply
+
+    # -- status ----------------------------------------------------------------------
+    def update_status(self, status: dict[str, Any]) -> None:
+        """Record a status message as the latest (the status thread calls this)."""
+        with self._status_lock:
+            self._status = status
+            self._status_at = self._clock()
+            self._link_error = None
+
+    def status(self) -> dict[str, Any]:
+        """Latest status plus ``age_sec`` (``None`` before the first) and ``stale``.
+
+        ``link_error`` (``{"code", "message"}`` or ``None``) says why the status
+        subscription is failing, e.g. ``AUTH_REFUSED`` when the robot refuses our key.
+        """
+        with self._status_lock:
+            latest, at, link_error = self._status, self._status_at, self._link_error
+        if latest is None:
+            return {
+                "v": 1,
+                "type": "status",
+                "state": "unknown",
+                "age_sec": None,
+                "stale": True,
+                "link_error": link_error,
+            }
+        age = max(0.0, self._clock() - at)
+        return {
+            **latest,
+            "age_sec": round(age, 3),
+            "stale": age > self.stale_after,
+            "link_error": link_error,
+        }
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "tasks": self.tasks,
+            "robot": self.robot,
+            "stale_after_sec": self.stale_after,
+        }
+
+    def _status_loop(self) -> None:
+        sub: _Subscriber | None = None
+        while not self._stop.is_set():
+            try:
+                if sub is None:
+                    sub = self._subscriber_factory()
+                msg = sub.recv(timeout=0.25)
+            except Exception as exc:
+                # A refused key or a socket hiccup must not end status for the visit:
+                # report it to the page, then reconnect.
+                error = {
+                    "code": getattr(exc, "code", "STATUS_ERROR"),
+                    "message": getattr(exc, "message", f"{type(exc).__name__}: {exc}"),
+                }
+                with self._status_lock:
+                    repeated, self._link_error = self._link_error == error, error
+                if not repeated:
+                    log.warning("console: status link: %s: %s", error["code"], error["message"])
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        sub.close()
+                    sub = None
+                self._stop.wait(1.0)
+                continue
+            if isinstance(msg, dict) and msg.get("type", "status") == "status":
+                self.update_status(msg)
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                sub.close()
+
+
+def _host_name(host_header: str) -> str:
+    """``127.0.0.1:8080`` -> ``127.0.0.1``; ``[::1]:8080`` -> ``::1``."""
+    return (urlsplit("//" + host_header).hostname or "").lower()
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ConsoleServer
+    server_version = "xsq-console"
+    sys_version = ""
+
+    # -- plumbing --------------------------------------------------------------------
+    def log_message(self, format: str, *args: Any) -> None:
+        # The page polls twice a second; access lines would drown everything else.
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in _SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, obj: dict[str, Any]) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json")
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        self.close_connection = True
+        self._send_json(status, _error(code, message))
+
+    def _allowed(self) -> bool:
+        """Host/Origin checks; sends the refusal itself and returns False."""
+        host = self.headers.get("Host", "")
+        if self.server.loopback_only and not _is_loopback(_host_name(host)):
+            self._refuse(HTTPStatus.FORBIDDEN, "FORBIDDEN", f"host {host!r} not allowed")
+            return False
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+            self._refuse(HTTPStatus.FORBIDDEN, "FORBIDDEN", f"origin {origin!r} not allowed")
+            return False
+        return True
+
+    # -- routes ----------------------------------------------------------------------
+    def do_GET(self) -> None:
+        if not self._allowed():
+            return
+        path = urlsplit(self.path).path
+        backend = self.server.backend
+        if path == "/api/status":
+            self._send_json(HTTPStatus.OK, backend.status())
+        elif path == "/api/config":
+            self._send_json(HTTPStatus.OK, backend.config())
+        else:
+            name = "index.html" if path == "/" else path.lstrip("/")
+            static = self.server.static.get(name)
+            if static is None:
+                self._refuse(HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no such page: {path}")
+            else:
+                self._send(HTTPStatus.OK, *static)
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        if not self._allowed():
+            return
+        if urlsplit(self.path).path != "/api/command":
+            self._refuse(HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no such endpoint: {self.path}")
+            return
+        body = self._read_json_body()
+        if body is None:
+            return
+        status, reply = self.server.backend.command(body.cmd, body.args, body.id)
+        self._send_json(status, reply)
+
+    def _read_json_body(self) -> _CommandBody | None:
+        if self.headers.get_content_type() != "application/json":
+            # Also what keeps other web pages out: a cross-site form cannot send this type.
+            self._refuse(HTTPStatus.BAD_REQUEST, "BAD_REQUEST", "Content-Type must be JSON")
+            return None
+        if self.headers.get("Transfer-Encoding"):
+            self._refuse(HTTPStatus.BAD_REQUEST, "BAD_REQUEST", "chunked bodies not accepted")
+            return None
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._refuse(HTTPStatus.BAD_REQUEST, "BAD_REQUEST", "Content-Length required")
+            return None
+        if length < 0 or length > MAX_BODY_BYTES:
+            self._refuse(
+                HTTPStatus.BAD_REQUEST,
+                "BODY_TOO_LARGE",
+                f"body of {length} bytes; at most {MAX_BODY_BYTES} accepted",
+            )
+            return None
+        raw = self.rfile.read(length)
+        try:
+            return _CommandBody.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            self._refuse(HTTPStatus.BAD_REQUEST, "BAD_REQUEST", f"{where}: {first['msg']}")
+            return None
+
+
+def _load_static(directory: Path) -> dict[str, tuple[bytes, str]]:
+    """Read the page's files once: only these names are ever served."""
+    files: dict[str, tuple[bytes, str]] = {}
+    for path in sorted(directory.iterdir()):
+        ctype = _CONTENT_TYPES.get(path.suffix)
+        if path.is_file() and ctype is not None:
+            files[path.name] = (path.read_bytes(), ctype)
+    if "index.html" not in files:
+        raise FileNotFoundError(f"console page missing: {directory / 'index.html'}")
+    return files
+
+
+class ConsoleServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` serving the console; :meth:`start` runs it on a thread.
+
+    ``address`` is ``(bind host, port)``; port 0 picks a free one (see :attr:`url`).
+    Use as a context manager, or call :meth:`close`, which also closes the backend.
+    """
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        backend: ConsoleBackend,
+        static_dir: Path = STATIC_DIR,
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.static = _load_static(static_dir)
+        self.backend = backend
+        self.loopback_only = _is_loopback(address[0])
+        self._thread: threading.Thread | None = None
+        super().__init__(address, _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in str(host):
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
+
+    def start(self) -> ConsoleServer:
+        """Start the backend's status thread and serve on a daemon thread."""
+        self.backend.start()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name="console-http",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        self.server_close()
+        self.backend.close()
+
+    def __enter__(self) -> ConsoleServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _endpoint(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}:{port}"
+
+
+def run_console(
+    robot_host: str,
+    command_port: int = 5555,
+    status_port: int = 5556,
+    *,
+    server_public_key: bytes | None = None,
+    client_public_key: bytes | None = None,
+    client_secret_key: bytes | None = None,
+    bind: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    tasks: Sequence[str] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+    stale_after: float = DEFAULT_STALE_AFTER,
+) -> ConsoleServer:
+    """Start a console for the robot at ``robot_host`` and return the running server.
+
+    ``server_public_key`` is the robot's CURVE public key, ``client_*`` this tablet's
+    pair (Z85, as :func:`~xsquare_logger.tablet.client.keys_from_files` returns them);
+    all three ``None`` means no CURVE (the robot must run ``insecure`` too).
+    ``timeout`` is seconds per attempt and ``retries`` the re-sends (same id) after
+    a timeout; then the page gets ``ROBOT_UNREACHABLE``. ``port`` 0 picks a free
+    port: read ``server.url``. Stop it with ``server.close()``.
+    """
+    keys = (server_public_key, client_public_key, client_secret_key)
+    if any(k is None for k in keys) and any(k is not None for k in keys):
+        raise ValueError("CURVE needs the robot public key and the tablet key pair, or none")
+    command_ep = _endpoint(robot_host, command_port)
+    status_ep = _endpoint(robot_host, status_port)
+    key_args: dict[str, Any] = {
+        "server_public_key": server_public_key,
+        "client_public_key": client_public_key,
+        "client_secret_key": client_secret_key,
+        "insecure": server_public_key is None,
+    }
+    client = TabletClient(command_ep, timeout=timeout, retries=retries, **key_args)
+
+    def subscriber() -> StatusSubscriber:
+        return StatusSubscriber(status_ep, **key_args)
+
+    robot = {
+        "host": robot_host,
+        "command_endpoint": command_ep,
+        "status_endpoint": status_ep,
+        "secure": server_public_key is not None,
+    }
+    backend = ConsoleBackend(client, subscriber, tasks=tasks, robot=robot, stale_after=stale_after)
+    try:
+        server = ConsoleServer((bind, port), backend)
+    except BaseException:
+        backend.close()
+        raise
+    return server.start()
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def add_console_parser(
+    tablet_subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add ``console`` to the ``xsq tablet`` actions; dispatch the parsed args to :func:`run`."""
+    p = tablet_subparsers.add_parser(
+        "console",
+        help="serve the operator console (a local web page) for one robot",
+        description="Serve the operator console on this tablet and talk ZeroMQ to the robot. "
+        "Open the printed URL in the tablet's browser; it works with no internet. "
+        "Runs until Ctrl-C. Exit 2 on bad configuration, missing keys or a busy port.",
+    )
+    p.add_argument("--robot", required=True, metavar="HOST", help="robot host name or address")
+    p.add_argument(
+        "--command-port",
+        type=int,
+        metavar="PORT",
+        help="robot command port (default: port of the config's tablet.command_endpoint, 5555)",
+    )
+    p.add_argument(
+        "--status-port",
+        type=int,
+        metavar="PORT",
+        help="robot status port (default: port of the config's tablet.status_endpoint, 5556)",
+    )
+    p.add_argument(
+        "--robot-key",
+        type=Path,
+        default=os.environ.get(ROBOT_KEY_ENV),
+        metavar="FILE",
+        help=f"robot public key (robot.key; default ${ROBOT_KEY_ENV})",
+    )
+    p.add_argument(
+        "--tablet-key",
+        type=Path,
+        default=os.environ.get(TABLET_KEY_ENV),
+        metavar="FILE",
+        help=f"this tablet's secret certificate (NAME.key_secret; default ${TABLET_KEY_ENV})",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="no CURVE (only if the robot runs --insecure)"
+    )
+    p.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        help="address the page is served on (default 127.0.0.1: only this tablet)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port the page is served on (default {DEFAULT_PORT}; 0 = any free port)",
+    )
+    p.add_argument("--config", type=Path, help="YAML config (task list, default ports)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for each reply attempt (default {DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"re-sends (same id) before ROBOT_UNREACHABLE (default {DEFAULT_RETRIES})",
+    )
+    return p
+
+
+def _port_of(endpoint: str, default: int) -> int:
+    port = urlsplit(endpoint.replace("*", "0.0.0.0")).port
+    return port if port else default
+
+
+def run(args: argparse.Namespace) -> int:
+    """``xsq tablet console``: serve until SIGINT/SIGTERM; returns the exit status."""
+    from ...config import ConfigError, load_config
+
+    def fail(message: str) -> int:
+        print(f"xsq tablet console: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        cfg = load_config(args.config).tablet
+    except ConfigError as exc:
+        return fail(str(exc))
+    keys: dict[str, bytes] = {}
+    if args.insecure:
+        print(
+            "xsq tablet console: WARNING: --insecure: commands travel unauthenticated "
+            "and unencrypted",
+            file=sys.stderr,
+        )
+    elif args.robot_key is None or args.tablet_key is None:
+        return fail(
+            f"--robot-key FILE and --tablet-key FILE are required (or ${ROBOT_KEY_ENV} "
+            f"and ${TABLET_KEY_ENV}), unless --insecure"
+        )
+    else:
+        try:
+            keys = keys_from_files(args.robot_key, args.tablet_key)
+        except KeyStoreError as exc:
+            return fail(f"KEYS: {exc}")
+    try:
+        server = run_console(
+            args.robot,
+            args.command_port or _port_of(cfg.command_endpoint, 5555),
+            args.status_port or _port_of(cfg.status_endpoint, 5556),
+            bind=args.bind,
+            port=args.port,
+            tasks=cfg.tasks,
+            timeout=args.timeout,
+            retries=args.retries,
+            **keys,
+        )
+    except (OSError, ValueError) as exc:
+        return fail(f"cannot serve on {args.bind}:{args.port}: {exc}")
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        robot = server.backend.robot["command_endpoint"]
+        print(f"operator console: {server.url}  (robot {robot}; Ctrl-C stops)", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()
+    return 0
