@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_console_api import Robot, start_robot
+
 from xsquare_logger.config import LoggerConfig
 from xsquare_logger.tablet.console import ConsoleBackend, ConsoleServer, run_console
 
@@ -139,9 +139,7 @@ def click(driver: WebDriver, testid: str) -> None:
 
 def start_task_button(driver: WebDriver, task: str) -> None:
     wait_idle_ui(driver)
-    driver.find_element(
-        By.CSS_SELECTOR, f'[data-testid="task-button"][data-task="{task}"]'
-    ).click()
+    driver.find_element(By.CSS_SELECTOR, f'[data-testid="task-button"][data-task="{task}"]').click()
 
 
 def type_into(driver: WebDriver, testid: str, value: str) -> None:
@@ -252,9 +250,7 @@ def test_click_through_a_visit(
 
     # What the recorder was asked to do, in order.
     calls = robot.calls()
-    assert [c["call"] for c in calls] == ["start_session"] + ["record_event"] * 7 + [
-        "stop_session"
-    ]
+    assert [c["call"] for c in calls] == ["start_session"] + ["record_event"] * 7 + ["stop_session"]
     visit = calls[0]["visit"]
     assert (visit["visit_id"], visit["operator"], visit["consent"], visit["site"]) == (
         "visit-042",
@@ -279,9 +275,7 @@ def test_click_through_a_visit(
     assert {c["session_id"] for c in calls if c["call"] == "record_event"} == {session_id}
 
     # Offline: every resource the page loaded came from the console itself.
-    resources = d.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name)"
-    )
+    resources = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert resources and all(r.startswith(console.url) for r in resources), resources
 
     # The robot goes away: the link turns red and a command says ROBOT_UNREACHABLE.
@@ -345,4 +339,3 @@ def test_losses_low_disk_and_stale_link_are_highlighted(browser: WebDriver) -> N
         assert "rec-off" in str(el(d, "rec-indicator").get_attribute("class"))
     finally:
         server.close()
-

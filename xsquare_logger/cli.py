@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sim", help="simulated humanoid publishing cameras, joints, forces")
     p.add_argument("args", nargs=argparse.REMAINDER, help="see `xsq sim -- --help`")
 
+    from .tablet.cli import add_parsers as add_tablet_parsers
+
+    add_tablet_parsers(sub)
+
     p = sub.add_parser("demo", help="sim + recorder for a short session, then `xsq info`")
     p.add_argument("--duration", type=float, default=20.0, help="seconds to record")
     p.add_argument("--profile", default="humanoid", help="sim profile (humanoid|light)")
@@ -213,6 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             rest = [a for a in args.args if a != "--"]
             return int(sim_main(rest + ros_args) or 0)
+        if args.command in ("keys", "tablet"):
+            if getattr(args, "tablet_command", None) == "console":
+                from .tablet.console.server import run as run_console
+
+                return run_console(args)
+            from .tablet.cli import run as run_tablet
+
+            return run_tablet(args)
         if args.command == "demo":
             from .demo import run_demo
 

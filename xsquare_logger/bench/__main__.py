@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compression", default="zstd", choices=["zstd", "lz4", "none"])
     ap.add_argument("--skip-humanoid", action="store_true")
     ap.add_argument("--skip-writer", action="store_true")
+    ap.add_argument("--skip-tablet", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the session under bench_out/")
     ap.add_argument("--json", type=Path, help="also write all results to this file")
     args = ap.parse_args(argv)
@@ -198,6 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] writer micro-benchmark", flush=True)
         results["writer"] = writer_bench()
         print_writer(results["writer"])
+    if not args.skip_tablet:
+        from .tag_latency import run as tag_run
+
+        print("[bench] tablet link: 1,000 commands over CURVE on loopback", flush=True)
+        results["tablet"] = r = tag_run(1000)
+        print("\n== tablet command round trip and tag-to-bag latency (ms, 1,000 marks) ==")
+        for name in ("round_trip", "tag_to_bag"):
+            v = r[name]
+            print(f"{name:12} p50 {v['p50_ms']:.3f}  p99 {v['p99_ms']:.3f}  "
+                  f"mean {v['mean_ms']:.3f}  max {v['max_ms']:.3f}")
     if not args.skip_humanoid:
         if args.keep:
             Path("bench_out").mkdir(exist_ok=True)

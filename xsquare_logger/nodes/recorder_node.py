@@ -92,9 +92,12 @@ class RecorderNode(Node):
     :meth:`stop_session`, so latched topics are replayed into every new session.
     """
 
-    def __init__(self, config: LoggerConfig, node_name: str = "xsq_recorder") -> None:
+    def __init__(
+        self, config: LoggerConfig, node_name: str = "xsq_recorder", context: Any = None
+    ) -> None:
         super().__init__(
             node_name,
+            context=context,
             allow_undeclared_parameters=True,
             automatically_declare_parameters_from_overrides=True,
         )

@@ -136,6 +136,8 @@ class Recorder:
         self._disk_failed = False
         self.disk_free = shutil.disk_usage(session_dir).free
         self.last_status: StatusSnapshot | None = None
+        # Called on the writer thread once an event is in the MCAP writer (benchmarks).
+        self.on_event_written: Callable[[TaskEventData], None] | None = None
         if status_encoder is not None:
             self._status_index = self._register(
                 STATUS_TOPIC, STATUS_TYPE, [make_qos("reliable", "volatile", depth=10)]
@@ -270,6 +272,8 @@ class Recorder:
                     self._current_task_index, event.stamp_ns, event.stamp_ns, current_task_cdr, 0
                 )
                 self.stats[self._current_task_index].received += 1
+            if self.on_event_written is not None:
+                self.on_event_written(event)
             # Episodes must survive a crash: session.json is rewritten at once.
             write_manifest(self.session_dir, manifest)
         except _WRITE_ERRORS as exc:

@@ -169,27 +169,32 @@ def _run_keys(args: argparse.Namespace) -> int:
             store.revoke(args.name)
             print(f"tablet {args.name!r} revoked; a running robot refuses it within a second")
         elif action == "list":
-            tablets = store.list_tablets()
-            if args.json:
-                rows = [
-                    {
-                        "name": t.name,
-                        "public_key": t.public_key,
-                        "path": str(t.path),
-                        "issued_secret": str(t.issued_secret) if t.issued_secret else None,
-                    }
-                    for t in tablets
-                ]
-                print(json.dumps(rows, indent=2))
-            elif not tablets:
-                print(f"no authorized tablets in {store.authorized_dir}")
-            for t in tablets if not args.json else []:
-                pending = f"  (secret still in {t.issued_secret})" if t.issued_secret else ""
-                print(f"{t.name}  {t.public_key}{pending}")
+            _print_tablets(store, args.json)
     except (KeyStoreError, ConfigError) as exc:
         print(f"xsq keys: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_tablets(store: KeyStore, as_json: bool) -> None:
+    tablets = store.list_tablets()
+    if as_json:
+        rows = [
+            {
+                "name": t.name,
+                "public_key": t.public_key,
+                "path": str(t.path),
+                "issued_secret": str(t.issued_secret) if t.issued_secret else None,
+            }
+            for t in tablets
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    if not tablets:
+        print(f"no authorized tablets in {store.authorized_dir}")
+    for t in tablets:
+        pending = f"  (issued secret still here: {t.issued_secret})" if t.issued_secret else ""
+        print(f"{t.name}  {t.public_key}{pending}")
 
 
 def _key_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -230,6 +230,7 @@ class AllowList:
         self._lock = threading.Lock()
         self._signature: tuple[tuple[str, int, int, int], ...] | None = None
         self._keys: dict[bytes, str] = {}
+        self._removed: set[str] = set()
 
     def refresh(self) -> set[str]:
         """Reload if the directory changed; returns the names whose keys were removed."""
@@ -249,8 +250,15 @@ class AllowList:
                 keys[public] = path.stem
             removed = {n for k, n in self._keys.items() if k not in keys}
             self._keys, self._signature = keys, signature
+            self._removed |= removed
         if removed:
             log.info("tablet keys revoked: %s", ", ".join(sorted(removed)))
+        return removed
+
+    def pop_removed(self) -> set[str]:
+        """Names removed since the last call, whichever thread's refresh noticed it."""
+        with self._lock:
+            removed, self._removed = self._removed, set()
         return removed
 
     def allows(self, z85_key: bytes) -> bool:

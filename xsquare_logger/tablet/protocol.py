@@ -32,6 +32,7 @@ __all__ = [
     "MAX_ID_CHARS",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
+    "CommandArgs",
     "ErrorBody",
     "ErrorCode",
     "HelloArgs",
@@ -111,17 +112,19 @@ ShortText = Annotated[
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS, pattern=r"^[^\x00]*$")]
 
 
-class _Args(BaseModel):
+class CommandArgs(BaseModel):
+    """Base of the per-command argument models."""
+
     # strict: JSON 1 is not the string "1", "true" is not true; forbid: a
     # misspelt optional field must not be silently dropped from the record.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class HelloArgs(_Args):
+class HelloArgs(CommandArgs):
     """``hello``: no arguments."""
 
 
-class SessionStartArgs(_Args):
+class SessionStartArgs(CommandArgs):
     """``session.start``: one visit of the robot to a site, recorded as one session."""
 
     visit_id: Name
@@ -132,36 +135,36 @@ class SessionStartArgs(_Args):
     notes: Text = ""
 
 
-class TaskStartArgs(_Args):
+class TaskStartArgs(CommandArgs):
     """``task.start``: opens an episode."""
 
     task: Name
     instruction: Text = ""
 
 
-class TaskEndArgs(_Args):
+class TaskEndArgs(CommandArgs):
     """``task.end``: closes the open episode with its outcome."""
 
     outcome: Literal["success", "failure", "aborted"]
     note: Text = ""
 
 
-class MarkArgs(_Args):
+class MarkArgs(CommandArgs):
     """``mark``: a labelled instant, inside or outside a task."""
 
     label: Name
     note: Text = ""
 
 
-class SessionStopArgs(_Args):
+class SessionStopArgs(CommandArgs):
     """``session.stop``: no arguments."""
 
 
-class StatusArgs(_Args):
+class StatusArgs(CommandArgs):
     """``status``: no arguments."""
 
 
-COMMANDS: dict[str, type[_Args]] = {
+COMMANDS: dict[str, type[CommandArgs]] = {
     "hello": HelloArgs,
     "session.start": SessionStartArgs,
     "task.start": TaskStartArgs,
@@ -180,7 +183,7 @@ class Request:
 
     id: str
     cmd: str
-    args: _Args
+    args: CommandArgs
 
 
 # --- parsing ---------------------------------------------------------------------------

@@ -229,19 +229,25 @@ class TabletServer:
         next_status = time.monotonic()
         next_key_check = time.monotonic() + _KEY_CHECK_INTERVAL
         while not self._stopping.is_set():
-            wait = min(next_status, next_key_check) - time.monotonic()
-            events = dict(poller.poll(max(0, min(wait, _MAX_POLL_S)) * 1000))
-            if self._router in events:
-                self._drain()
-            now = time.monotonic()
-            if self._machine.version != published_version or now >= next_status:
-                published_version = self._machine.version
-                self._publish_status()
-                next_status = now + self._config.status_interval
-            if self._allow is not None and now >= next_key_check:
-                next_key_check = now + _KEY_CHECK_INTERVAL
-                if self._allow.refresh():
-                    self._rebind_pub()
+            try:
+                wait = min(next_status, next_key_check) - time.monotonic()
+                events = dict(poller.poll(max(0, min(wait, _MAX_POLL_S)) * 1000))
+                if self._router in events:
+                    self._drain()
+                now = time.monotonic()
+                if self._machine.version != published_version or now >= next_status:
+                    published_version = self._machine.version
+                    next_status = now + self._config.status_interval
+                    self._publish_status()
+                if self._allow is not None and now >= next_key_check:
+                    next_key_check = now + _KEY_CHECK_INTERVAL
+                    self._allow.refresh()
+                    if self._allow.pop_removed():
+                        self._rebind_pub()
+            except Exception:
+                # Whatever went wrong, the operator's link must outlive it.
+                log.exception("tablet server loop error")
+                time.sleep(_MAX_POLL_S)
 
     def _drain(self) -> None:
         """Answer every queued command (bounded so status keeps flowing under a flood)."""

@@ -58,6 +58,7 @@ __all__ = ["AUTO_ABORT_NOTE", "VisitState", "VisitStateMachine"]
 
 log = logging.getLogger(__name__)
 
+_MAX_ERROR_CHARS = 1000
 AUTO_ABORT_NOTE = "ended automatically: session.stop while the task was open"
 
 
@@ -203,7 +204,8 @@ class VisitStateMachine:
             "disk_free_bytes": rec.disk_free_bytes,
             "upload_backlog": rec.upload_backlog,
             "topic_count": len(rec.topics),
-            "last_error": rec.last_error,
+            # Bounded: a status message must stay far below the 64 KiB message limit.
+            "last_error": rec.last_error[:_MAX_ERROR_CHARS],
         }
 
     # --- plumbing -------------------------------------------------------------------

@@ -196,8 +196,12 @@
     el.body.dataset.phase = phase;
     el.body.dataset.state = s.state || "unknown";
 
-    // link and REC
-    if (raw.age_sec === null || raw.age_sec === undefined) {
+    // link and REC; a refused key (AUTH_REFUSED) says so instead of "not responding"
+    const linkError = raw.link_error && raw.link_error.code;
+    if (stale && linkError) {
+      setPill(el.link, "link-bad", linkError.replace(/_/g, " "));
+      el.link.title = raw.link_error.message || "";
+    } else if (raw.age_sec === null || raw.age_sec === undefined) {
       setPill(el.link, "link-waiting", "WAITING FOR ROBOT");
     } else if (stale) {
       setPill(el.link, "link-bad", "ROBOT NOT RESPONDING");
