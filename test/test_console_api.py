@@ -174,7 +174,7 @@ def raw_post(
     host, port = console.server_address[:2]
     conn = http.client.HTTPConnection(str(host), int(port), timeout=10)
     try:
-        conn.putrequest("POST", "/api/command", skip_accept_encoding=True)
+        conn.putrequest("POST", "/api/command", skip_host=True, skip_accept_encoding=True)
         for name, value in headers.items():
             conn.putheader(name, value)
         conn.endheaders(body)

@@ -69,6 +69,10 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriv
     )
     driver = webdriver.Chrome(service=service, options=options)
     try:
+        # The page itself (the viewport) is what a 1024x768 tablet shows, so grow the
+        # window by whatever headless Chromium still reserves for its frame.
+        inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+        driver.set_window_size(1024 + 1024 - inner[0], 768 + 768 - inner[1])
         yield driver
     finally:
         driver.quit()
@@ -186,6 +190,7 @@ def test_click_through_a_visit(
     click(d, "start-visit")
     expect_error(d, "CONSENT_REQUIRED")
     wait_text(d, "rec-indicator", "IDLE")
+    assert d.save_screenshot(str(tmp_path / "console-consent-refused.png"))
 
     # With consent it starts: REC, a session id, the banner gone.
     click(d, "visit-consent")
@@ -196,6 +201,8 @@ def test_click_through_a_visit(
     session_id = text(d, "status-session")
     assert session_id.startswith("test-robot-"), session_id
     wait_text(d, "visit-summary-session", session_id)
+    wait_text(d, "visit-summary-visit", "visit-042")
+    wait_text(d, "visit-summary-operator", "· ana")
     assert not el(d, "visit-form").is_displayed()
 
     # A task from the config list: the status panel shows it and its episode.

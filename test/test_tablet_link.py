@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 import zmq
+from test_tablet_protocol import _check_event_grammar, _random_frame
 
 from xsquare_logger.tablet import cli as tablet_cli
 from xsquare_logger.tablet.client import (
@@ -28,7 +30,9 @@ from xsquare_logger.tablet.client import (
     TabletError,
     keys_from_files,
 )
+from xsquare_logger.tablet.controller import TaskEventData
 from xsquare_logger.tablet.keys import KeyStore
+from xsquare_logger.tablet.protocol import Reply
 
 VISIT = {"visit_id": "visit-1", "operator": "ana", "consent": True}
 # Liveness bound for "eventually" checks; never a speed assertion.
@@ -416,3 +420,35 @@ def test_garbage_gets_error_replies_and_the_bridge_keeps_serving(robot: RobotPro
         c.stop_visit()
     kinds = [e.get("kind") for e in robot.events() if e["call"] == "record_event"]
     assert kinds == ["session_start", "task_start", "mark", "task_end", "session_end"]
+
+
+def test_fuzzed_stream_over_the_link(robot: RobotProc) -> None:
+    rng = random.Random(7)
+    ids: list[str] = []
+    ctx = zmq.Context()
+    sock = raw_dealer(robot, ctx)
+    try:
+        for _ in range(500):
+            frames = [_random_frame(rng, ids)]
+            if rng.random() < 0.05:
+                frames.append(_random_frame(rng, ids))
+            sock.send_multipart(frames)
+            # [b"", request] is a REQ-style envelope: the reply comes in one too.
+            reply = Reply.model_validate_json(sock.recv_multipart()[-1])
+            if reply.id is not None:
+                ids.append(reply.id)
+        sock.send(request("last", "hello"))
+        assert json.loads(sock.recv())["id"] == "last"
+    finally:
+        sock.close()
+        ctx.term()
+    with robot.client() as c:
+        if c.hello()["state"] == "recording":
+            c.stop_visit()
+    events = [
+        TaskEventData(**{k: v for k, v in e.items() if k != "call"})
+        for e in robot.events()
+        if e["call"] == "record_event"
+    ]
+    assert len(events) > 50
+    _check_event_grammar(events)

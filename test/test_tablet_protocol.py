@@ -372,6 +372,25 @@ def test_stop_after_recorder_ended_the_session() -> None:
     assert r.m.state == "idle"
 
 
+def test_session_lost_returns_to_idle() -> None:
+    r = Robot()
+    r.ok("session.start", VISIT)
+    r.ok("task.start", {"task": "fold"})
+    # A late or foreign notice does nothing while the recorder still records our session.
+    version = r.m.version
+    r.m.session_lost("about an older session")
+    r.m.session_lost("disk reserve reached", session_id="robot-0")
+    assert r.m.state == "recording" and r.m.version == version
+    r.rec.active = ""  # the recorder closed the session itself
+    r.m.session_lost("disk reserve reached")
+    assert r.m.state == "idle" and r.m.version == version + 1
+    snap = r.ok("status")
+    assert snap["session_lost_reason"] == "disk reserve reached" and snap["current_task"] == ""
+    assert r.call("task.end", {"outcome": "success"})["error"]["code"] == "INVALID_STATE"
+    r.ok("session.start", VISIT)
+    assert r.ok("status")["session_lost_reason"] == ""
+
+
 def test_stop_failure_keeps_the_session() -> None:
     r = Robot()
     r.ok("session.start", VISIT)

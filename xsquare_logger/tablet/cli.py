@@ -124,6 +124,9 @@ def _add_tablet(sub: _SubParsers) -> None:
     st.add_argument(
         "--count", type=int, default=0, metavar="N", help="with --follow: stop after N messages"
     )
+    from .console.server import add_console_parser
+
+    add_console_parser(tsub)
 
 
 # --- execution -------------------------------------------------------------------------

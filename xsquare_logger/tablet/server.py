@@ -102,13 +102,7 @@ class TabletServer:
             raise TabletServerError("tablet server already started")
         self._ctx = zmq.Context()
         try:
-            if self._config.insecure:
-                log.warning(
-                    "tablet link is INSECURE (--insecure): no authentication, no encryption; "
-                    "anyone who can reach %s can control recording",
-                    self._config.command_endpoint,
-                )
-            else:
+            if not self._config.insecure:
                 self._start_auth()
             self._router = self._make_router()
             self.command_endpoint = self._bind(self._router, self._config.command_endpoint)
@@ -117,6 +111,12 @@ class TabletServer:
         except BaseException:
             self._teardown()
             raise
+        if self._config.insecure:
+            log.warning(
+                "tablet link is INSECURE (--insecure): no authentication, no encryption; "
+                "anyone who can reach %s can control recording",
+                self.command_endpoint,
+            )
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="tablet-server", daemon=True)
         self._thread.start()

@@ -17,13 +17,19 @@ Rules the tablet relies on (docs/tablet-protocol.md):
 * ``session.stop`` with a task open first ends the task as ``aborted`` (recorded
   as a task_end event with an explanatory note), then ends the session.
 
-Not thread-safe: one thread (the server's) calls it.
+* If the recorder ends a session by itself (disk reserve reached, storage
+  error), its controller calls :meth:`VisitStateMachine.session_lost`: the
+  machine returns to ``idle`` and status says why (``session_lost_reason``).
+
+Thread-safe: one lock serializes commands, snapshots and ``session_lost``
+(which the recorder side calls from its own thread).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -123,7 +129,10 @@ class VisitStateMachine:
         self._cache_size = cache_size
         self._replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._session: _Session | None = None
+        self._lost_reason = ""
         self._version = 0
+        # Reentrant: the status command takes a snapshot while handling a request.
+        self._lock = threading.RLock()
         self._handlers: dict[str, Callable[[Request, int], dict[str, Any]]] = {
             "hello": self._hello,
             "session.start": self._session_start,
@@ -152,6 +161,40 @@ class VisitStateMachine:
         ``client`` identifies the sender (its CURVE public key) so two tablets
         choosing the same id do not see each other's replies.
         """
+        with self._lock:
+            return self._handle_frame(frame, received_ns, client)
+
+    def handle(self, request: Request, received_ns: int, client: str = "") -> dict[str, Any]:
+        """Execute a validated request (or return the stored reply to its id) as a dict."""
+        with self._lock:
+            cached = self._replies.get((client, request.id))
+            if cached is None:
+                cached = self._remember(client, request.id, self._execute(request, received_ns))
+        return json.loads(cached)
+
+    def session_lost(self, reason: str, session_id: str | None = None) -> None:
+        """The recorder ended the session by itself: return to ``idle``.
+
+        Called by the recording side from any thread. Ignored when no session
+        runs, when ``session_id`` names another session, or when the recorder
+        still records this machine's session (a late call about an old session).
+        """
+        with self._lock:
+            s = self._session
+            if s is None or (session_id is not None and session_id != s.session_id):
+                return
+            try:
+                status = self._controller.status()
+                if status.recording and status.session_id == s.session_id:
+                    return
+            except Exception:
+                log.exception("controller status() failed in session_lost")
+            log.warning("session %s ended by the recorder: %s", s.session_id, reason)
+            self._session = None
+            self._lost_reason = reason[:_MAX_ERROR_CHARS] or "ended by the recorder"
+            self._changed()
+
+    def _handle_frame(self, frame: bytes, received_ns: int, client: str) -> bytes:
         try:
             doc, request_id = decode_envelope(frame)
         except ProtocolError as exc:
@@ -167,15 +210,12 @@ class VisitStateMachine:
             return self._remember(client, request_id, reply)
         return self._remember(client, request_id, self._execute(request, received_ns))
 
-    def handle(self, request: Request, received_ns: int, client: str = "") -> dict[str, Any]:
-        """Execute a validated request (or return the stored reply to its id) as a dict."""
-        cached = self._replies.get((client, request.id))
-        if cached is None:
-            cached = self._remember(client, request.id, self._execute(request, received_ns))
-        return json.loads(cached)
-
     def snapshot(self) -> dict[str, Any]:
         """The status fields: this machine's state plus the controller's RecordingStatus."""
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
         try:
             rec = self._controller.status()
         except Exception as exc:  # the status must never take the bridge down
@@ -206,6 +246,7 @@ class VisitStateMachine:
             "topic_count": len(rec.topics),
             # Bounded: a status message must stay far below the 64 KiB message limit.
             "last_error": rec.last_error[:_MAX_ERROR_CHARS],
+            "session_lost_reason": self._lost_reason,
         }
 
     # --- plumbing -------------------------------------------------------------------
@@ -308,6 +349,7 @@ class VisitStateMachine:
             raise
         session.next_event = 1
         self._session = session
+        self._lost_reason = ""
         self._changed()
         return {"session_id": session_id, "event_id": event.event_id, "visit_id": visit.visit_id}
 

@@ -193,11 +193,10 @@ class ConsoleBackend:
                 last = getattr(self._client, "last_reply", None)
                 robot_time_ns = getattr(last, "robot_time_ns", None)
             except TabletTimeout as exc:
-                where = self.robot.get("command_endpoint", "the robot")
                 return HTTPStatus.GATEWAY_TIMEOUT, _error(
                     "ROBOT_UNREACHABLE",
-                    f"no reply from {where}: {exc.message or 'timed out'}. "
-                    "Check the robot is on and on the same network, then retry.",
+                    f"{exc.message or 'no reply from the robot'}. "
+                    "Check that the robot is on and on this network, then retry.",
                     request_id,
                 )
             except TabletError as exc:

@@ -233,6 +233,8 @@
     el.visitSummary.hidden = !recording;
     if (!recording) el.stopConfirm.hidden = true;
     set(el.visitSummarySession, s.session_id || "");
+    set($("visit-summary-visit"), s.visit_id || "");
+    set($("visit-summary-operator"), s.operator ? "· " + s.operator : "");
     el.activeTask.hidden = phase !== "task";
     el.taskSection.hidden = phase === "task";
     set(el.activeTaskName, s.current_task || "");

@@ -1,0 +1,646 @@
+"""`xsq report`: how well a session's streams kept time, and whether it is good enough.
+
+One pass over every message of the session (the report, unlike ``xsq clip``, may scan)
+keeps only timestamps, per topic, as int64 arrays:
+
+* ``log_time`` (the receive time) -> message count, mean rate, period jitter, gaps, rate
+  over time;
+* the header stamp, read straight out of the CDR bytes without deserializing: for a message
+  whose first field is ``std_msgs/Header`` (or a bare ``builtin_interfaces/Time``),
+  ``stamp.sec`` (int32) sits at byte 4 and ``stamp.nanosec`` (uint32) at byte 8, right after
+  the 4-byte encapsulation header whose second byte says the byte order -> latency
+  (receive − stamp) and skew between cameras and between cameras and ``/joint_states``;
+* ``/xsquare/session_status`` messages (deserialized; about 1 Hz) -> losses over time.
+
+Thresholds (:class:`Thresholds`) turn the numbers into PASS or FAIL with reasons.
+All times inside are integer nanoseconds; the report shows ms, s and Hz as named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import re
+import struct
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mcap.exceptions import McapError
+from mcap.reader import make_reader
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import ToolError
+from .tasks import SessionView, episode_range, load_session
+
+__all__ = [
+    "APERIODIC_TOPICS",
+    "JOINT_TOPIC",
+    "REPORT_HTML",
+    "REPORT_JSON",
+    "ReportError",
+    "SessionScan",
+    "Thresholds",
+    "TopicSeries",
+    "analyze",
+    "camera_streams",
+    "evaluate",
+    "make_report",
+    "nearest_delta",
+    "scan_session",
+    "stream_stats",
+    "write_report",
+]
+
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+STATUS_TOPIC = "/xsquare/session_status"
+JOINT_TOPIC = "/joint_states"
+#: Event topics: published when something happens, so no rate, jitter or gap analysis.
+APERIODIC_TOPICS = frozenset({"/xsquare/task_events", "/xsquare/current_task"})
+#: Camera image types, best first: a camera recorded raw and compressed is judged on raw.
+IMAGE_TYPES = {
+    "sensor_msgs/msg/Image": 0,
+    "sensor_msgs/msg/CompressedImage": 1,
+    "foxglove_msgs/msg/CompressedVideo": 2,
+}
+_STAMP_FIRST_FIELDS = frozenset(
+    {
+        "Header", "std_msgs/Header", "std_msgs/msg/Header",
+        "builtin_interfaces/Time", "builtin_interfaces/msg/Time", "time",
+    }
+)  # fmt: skip
+_STAMP_LE = struct.Struct("<iI")
+_STAMP_BE = struct.Struct(">iI")
+_NS = 1_000_000_000
+_MS = 1_000_000
+_CAMERA_RE = re.compile(r"^/camera/([^/]+)/")
+
+
+class ReportError(ToolError):
+    """The session cannot be read for a report."""
+
+
+class Thresholds(BaseModel):
+    """What a session must meet to PASS. Every check compares one number to one limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    camera_min_hz: float = Field(
+        28.0, ge=0, description="Mean rate each camera image stream must reach (Hz)."
+    )
+    max_skew_ms: float = Field(
+        20.0,
+        gt=0,
+        description="p99 of |header stamp difference| to the nearest frame of the reference "
+        "camera, and to the nearest /joint_states, per camera (ms).",
+    )
+    max_latency_ms: float = Field(
+        50.0, gt=0, description="p99 of receive time − header stamp, per stamped topic (ms)."
+    )
+    max_gap_s: float = Field(
+        0.5, gt=0, description="Longest interval without a message in a periodic stream (s)."
+    )
+    max_loss_fraction: float = Field(
+        0.001,
+        ge=0,
+        le=1,
+        description="(lost in transport + dropped) / (written + lost + dropped), per topic.",
+    )
+    gap_factor: float = Field(
+        2.5, gt=1, description="An interval longer than this × the nominal period is a gap."
+    )
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+@dataclass
+class TopicSeries:
+    """Timestamps of one topic, sorted by receive time.
+
+    Attributes:
+        log_ns: ``log_time`` (receive time) of each message, ns, ascending.
+        stamp_ns: Header stamp of each message (same order), ns; None for unstamped types.
+            0 where a message was too short to hold one.
+    """
+
+    name: str
+    type: str
+    log_ns: np.ndarray
+    stamp_ns: np.ndarray | None
+
+
+@dataclass
+class LossSample:
+    """Cumulative loss counters of one ``SessionStatus`` message (receive time ``log_ns``)."""
+
+    log_ns: int
+    lost_transport: int
+    dropped_queue: int
+    dropped_disk: int
+    per_topic: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SessionScan:
+    """Everything the report keeps from its one pass over the messages."""
+
+    view: SessionView
+    topics: dict[str, TopicSeries]
+    losses: list[LossSample]
+    status_decoded: bool
+
+
+@dataclass
+class _Acc:
+    type: str
+    log: array  # type: ignore[type-arg]
+    stamps: array | None  # type: ignore[type-arg]
+
+
+def _stamp_offset_4(schema_encoding: str, schema_text: bytes, message_encoding: str) -> bool:
+    """True if the type's first field is a Header or a Time (stamp at CDR byte 4)."""
+    if message_encoding != "cdr" or schema_encoding != "ros2msg":
+        return False
+    for raw in schema_text.decode("utf-8", "replace").splitlines():
+        if raw.startswith("====="):
+            break
+        line = raw.split("#", 1)[0].strip()
+        if not line or "=" in line:  # blank, comment or constant
+            continue
+        return line.split()[0] in _STAMP_FIRST_FIELDS
+    return False
+
+
+def _status_decoder() -> Callable[[bytes, int], LossSample] | None:
+    """A SessionStatus decoder if rclpy and xsquare_logger_msgs are importable, else None."""
+    try:
+        from rclpy.serialization import deserialize_message
+
+        from xsquare_logger_msgs.msg import SessionStatus
+    except ImportError:
+        return None
+
+    def decode(data: bytes, log_ns: int) -> LossSample:
+        msg = deserialize_message(bytes(data), SessionStatus)
+        return LossSample(
+            log_ns,
+            int(msg.messages_lost_transport),
+            int(msg.messages_dropped_queue),
+            int(msg.messages_dropped_disk),
+            {
+                t.topic: int(t.lost_transport + t.dropped_queue + t.dropped_disk)
+                for t in msg.topics
+            },
+        )
+
+    return decode
+
+
+def scan_session(view: SessionView) -> SessionScan:
+    """Read every message of the session once; keep timestamps only (memory: 16 B/message).
+
+    Raises:
+        ReportError: a file is missing or not a readable MCAP.
+    """
+    accs: dict[str, _Acc] = {}
+    losses: list[LossSample] = []
+    decode = _status_decoder()
+    le, be = _STAMP_LE.unpack_from, _STAMP_BE.unpack_from
+    for source in view.files:
+        try:
+            with open(source.path, "rb") as f:
+                reader = make_reader(f)
+                summary = reader.get_summary()
+                by_channel: dict[int, _Acc] = {}
+                if summary is not None:
+                    for cid, ch in summary.channels.items():
+                        by_channel[cid] = _acc_for(accs, ch, summary.schemas.get(ch.schema_id))
+                for schema, channel, message in reader.iter_messages(log_time_order=False):
+                    acc = by_channel.get(channel.id)
+                    if acc is None:
+                        acc = by_channel[channel.id] = _acc_for(accs, channel, schema)
+                    acc.log.append(message.log_time)
+                    stamps = acc.stamps
+                    if stamps is not None:
+                        data = message.data
+                        if len(data) >= 12:
+                            sec, nsec = (le if data[1] & 1 else be)(data, 4)
+                            stamps.append(sec * _NS + nsec)
+                        else:
+                            stamps.append(0)
+                    if decode is not None and channel.topic == STATUS_TOPIC:
+                        # A bad status message must not stop the report.
+                        with contextlib.suppress(Exception):
+                            losses.append(decode(message.data, message.log_time))
+        except FileNotFoundError:
+            raise ReportError(f"{source.path}: listed in metadata.yaml but missing") from None
+        except (McapError, OSError, ValueError, struct.error) as exc:
+            raise ReportError(f"{source.path}: unreadable MCAP: {exc}") from None
+    topics = {}
+    for name, acc in accs.items():
+        log = np.frombuffer(acc.log, dtype=np.int64) if acc.log else np.zeros(0, np.int64)
+        order = np.argsort(log, kind="stable")
+        stamps = None
+        if acc.stamps is not None:
+            stamps = np.frombuffer(acc.stamps, dtype=np.int64)[order] if acc.stamps else log[:0]
+        topics[name] = TopicSeries(name, acc.type, log[order], stamps)
+    losses.sort(key=lambda s: s.log_ns)
+    return SessionScan(view, topics, losses, decode is not None)
+
+
+def _acc_for(accs: dict[str, _Acc], channel: Any, schema: Any) -> _Acc:
+    acc = accs.get(channel.topic)
+    if acc is None:
+        stamped = schema is not None and _stamp_offset_4(
+            schema.encoding, schema.data, channel.message_encoding
+        )
+        acc = _Acc(schema.name if schema is not None else "", array("q"),
+                   array("q") if stamped else None)
+        accs[channel.topic] = acc
+    return acc
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _pct(values_ms: np.ndarray) -> dict[str, float] | None:
+    if values_ms.size == 0:
+        return None
+    p50, p99 = np.percentile(values_ms, [50, 99])
+    return {
+        "p50": round(float(p50), 3),
+        "p99": round(float(p99), 3),
+        "max": round(float(values_ms.max()), 3),
+        "mean": round(float(values_ms.mean()), 3),
+    }
+
+
+def stream_stats(log_ns: np.ndarray, t0_ns: int, gap_factor: float = 2.5) -> dict[str, Any]:
+    """Rate, jitter and gaps of one stream from its sorted receive times (ns).
+
+    ``rate_hz`` is (n − 1) / (last − first); ``nominal_hz`` is 1 / median interval;
+    ``jitter_ms`` is the standard deviation of the intervals that are not gaps (a gap is
+    reported by itself, not smeared into the jitter). A gap is an interval longer than
+    ``gap_factor`` × the median interval; ``offset_s`` is its start relative to ``t0_ns``
+    and ``missing`` the number of periods that fit in it, minus one.
+    """
+    n = int(log_ns.size)
+    out: dict[str, Any] = {"count": n, "rate_hz": None, "nominal_hz": None,
+                           "jitter_ms": None, "gaps": [], "gap_count": 0, "max_gap_s": 0.0}
+    if n < 2:
+        return out
+    dt = np.diff(log_ns)
+    span = int(log_ns[-1] - log_ns[0])
+    period = float(np.median(dt))
+    if span > 0:
+        out["rate_hz"] = round((n - 1) * _NS / span, 3)
+    if period > 0:
+        out["nominal_hz"] = round(_NS / period, 3)
+    is_gap = dt > gap_factor * period if period > 0 else np.zeros(dt.shape, bool)
+    regular = dt[~is_gap]
+    if regular.size:
+        out["jitter_ms"] = round(float(np.std(regular)) / _MS, 4)
+    gaps = []
+    for i in np.flatnonzero(is_gap):
+        gaps.append(
+            {
+                "start_ns": int(log_ns[i]),
+                "offset_s": round((int(log_ns[i]) - t0_ns) / _NS, 3),
+                "duration_s": round(int(dt[i]) / _NS, 4),
+                "missing": max(0, round(int(dt[i]) / period) - 1),
+            }
+        )
+    out["gaps"] = gaps
+    out["gap_count"] = len(gaps)
+    out["max_gap_s"] = max((g["duration_s"] for g in gaps), default=0.0)
+    return out
+
+
+def nearest_delta(ref_ns: np.ndarray, other_ns: np.ndarray) -> np.ndarray:
+    """For each time in ``ref_ns``, the nearest time in sorted ``other_ns`` minus it (ns)."""
+    if ref_ns.size == 0 or other_ns.size == 0:
+        return np.zeros(0, np.int64)
+    idx = np.searchsorted(other_ns, ref_ns)
+    lo = other_ns[np.clip(idx - 1, 0, other_ns.size - 1)] - ref_ns
+    hi = other_ns[np.clip(idx, 0, other_ns.size - 1)] - ref_ns
+    return np.where(np.abs(lo) <= np.abs(hi), lo, hi)
+
+
+def _skew(ref: np.ndarray, other: np.ndarray) -> dict[str, Any] | None:
+    delta = nearest_delta(ref, other)
+    stats = _pct(np.abs(delta) / _MS)
+    if stats is None:
+        return None
+    stats["median_signed"] = round(float(np.median(delta)) / _MS, 3)
+    stats["n"] = int(delta.size)
+    return stats
+
+
+def _valid_stamps(series: TopicSeries) -> np.ndarray:
+    if series.stamp_ns is None:
+        return np.zeros(0, np.int64)
+    return np.sort(series.stamp_ns[series.stamp_ns > 0])
+
+
+def camera_streams(topics: dict[str, TopicSeries]) -> dict[str, str]:
+    """Camera name -> the image topic it is judged on (raw before compressed before video)."""
+    best: dict[str, tuple[int, str]] = {}
+    for name, series in topics.items():
+        rank = IMAGE_TYPES.get(series.type)
+        if rank is None or series.log_ns.size == 0:
+            continue
+        match = _CAMERA_RE.match(name)
+        camera = match.group(1) if match else name
+        if camera not in best or rank < best[camera][0]:
+            best[camera] = (rank, name)
+    return {camera: topic for camera, (_rank, topic) in sorted(best.items())}
+
+
+def _losses(scan: SessionScan) -> dict[str, Any]:
+    manifest = scan.view.manifest
+    per_topic: dict[str, dict[str, int]] = {}
+    if manifest is not None and manifest.topics:
+        source = "session.json"
+        for name, t in manifest.topics.items():
+            per_topic[name] = {
+                "written": t.written,
+                "lost_transport": t.lost_transport,
+                "dropped_queue": t.dropped_queue,
+                "dropped_disk": t.dropped_disk,
+            }
+    elif scan.losses:
+        source = "session_status"
+        for name, lost in scan.losses[-1].per_topic.items():
+            written = scan.topics[name].log_ns.size if name in scan.topics else 0
+            per_topic[name] = {"written": written, "lost": lost}
+    else:
+        source = "none"
+    for counts in per_topic.values():
+        lost = sum(v for k, v in counts.items() if k != "written")
+        total = counts["written"] + lost
+        counts["lost_total"] = lost
+        counts["fraction"] = round(lost / total, 6) if total else 0.0  # type: ignore[assignment]
+    t0 = scan.view.start_ns
+    timeline = [
+        [round((s.log_ns - t0) / _NS, 3), s.lost_transport, s.dropped_queue, s.dropped_disk]
+        for s in scan.losses
+    ]
+    return {
+        "source": source,
+        "total": sum(c["lost_total"] for c in per_topic.values()),
+        "per_topic": per_topic,
+        "status_messages": len(scan.losses),
+        "status_decoded": scan.status_decoded,
+        "timeline": timeline,  # [offset_s, lost_transport, dropped_queue, dropped_disk]
+    }
+
+
+def analyze(scan: SessionScan, thresholds: Thresholds | None = None) -> dict[str, Any]:
+    """The report's numbers (no verdict): per topic, camera skews, losses, tasks."""
+    th = thresholds or Thresholds()
+    view = scan.view
+    t0 = view.start_ns
+    topics: dict[str, Any] = {}
+    for name, series in sorted(scan.topics.items()):
+        entry: dict[str, Any] = {"type": series.type, "periodic": name not in APERIODIC_TOPICS}
+        stats = stream_stats(series.log_ns, t0, th.gap_factor)
+        if not entry["periodic"]:
+            stats = {"count": stats["count"]}
+        entry.update(stats)
+        entry["latency_ms"] = None
+        if series.stamp_ns is not None:
+            ok = series.stamp_ns > 0
+            lat = (series.log_ns[ok] - series.stamp_ns[ok]) / _MS
+            entry["latency_ms"] = _pct(lat)
+            if entry["latency_ms"] is not None:
+                entry["latency_ms"]["negative"] = int(np.count_nonzero(lat < 0))
+        topics[name] = entry
+
+    cameras = camera_streams(scan.topics)
+    reference = "head" if "head" in cameras else next(iter(cameras), None)
+    skew: dict[str, Any] = {"reference_camera": reference, "cameras": {}, "camera_joint": {}}
+    if reference is not None:
+        ref = _valid_stamps(scan.topics[cameras[reference]])
+        for camera, topic in cameras.items():
+            if camera != reference:
+                skew["cameras"][camera] = _skew(ref, _valid_stamps(scan.topics[topic]))
+    if JOINT_TOPIC in scan.topics:
+        joints = _valid_stamps(scan.topics[JOINT_TOPIC])
+        for camera, topic in cameras.items():
+            skew["camera_joint"][camera] = _skew(_valid_stamps(scan.topics[topic]), joints)
+
+    tasks = []
+    for t in view.tasks:
+        start, end = episode_range(view, t)
+        tasks.append({"episode_index": t.episode_index, "task": t.task, "start_ns": start,
+                      "end_ns": t.end_ns, "offset_s": round((start - t0) / _NS, 3),
+                      "end_offset_s": round((end - t0) / _NS, 3), "outcome": t.outcome})
+    return {
+        "session": {
+            "path": str(view.directory),
+            "session_id": view.session_id,
+            "start_ns": view.start_ns,
+            "end_ns": view.end_ns,
+            "duration_s": round((view.end_ns - view.start_ns) / _NS, 3),
+            "files": [f.path.name for f in view.files],
+        },
+        "cameras": cameras,
+        "topics": topics,
+        "skew_ms": skew,
+        "losses": _losses(scan),
+        "tasks": tasks,
+    }
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _check(checks: list[dict[str, Any]], kind: str, subject: str, value: float | None,
+           limit: float, ok: bool, message: str) -> None:
+    checks.append({"check": kind, "subject": subject, "value": value, "limit": limit,
+                   "ok": ok, "message": message})
+
+
+def evaluate(numbers: dict[str, Any], thresholds: Thresholds) -> dict[str, Any]:
+    """PASS/FAIL of :func:`analyze` output against ``thresholds``.
+
+    Returns ``{"verdict", "reasons", "checks", "thresholds"}``; ``reasons`` are the failed
+    checks' messages. Skew and latency are judged on their p99 (a systematic offset shows
+    there; a single late frame does not fail a session).
+    """
+    th = thresholds
+    checks: list[dict[str, Any]] = []
+    topics = numbers["topics"]
+    for camera, topic in numbers["cameras"].items():
+        rate = topics[topic].get("rate_hz")
+        ok = rate is not None and rate >= th.camera_min_hz
+        _check(checks, "camera_rate", topic, rate, th.camera_min_hz, ok,
+               f"{topic} ({camera}): mean rate {rate} Hz < {th.camera_min_hz} Hz")
+    skew = numbers["skew_ms"]
+    ref = skew["reference_camera"]
+    for camera, stats in skew["cameras"].items():
+        value = stats["p99"] if stats else None
+        ok = value is not None and value <= th.max_skew_ms
+        _check(checks, "camera_skew", camera, value, th.max_skew_ms, ok,
+               f"camera {camera} vs {ref}: header stamp skew p99 {value} ms "
+               f"> {th.max_skew_ms} ms" if value is not None
+               else f"camera {camera} vs {ref}: no stamps to compare")
+    for camera, stats in skew["camera_joint"].items():
+        value = stats["p99"] if stats else None
+        ok = value is not None and value <= th.max_skew_ms
+        _check(checks, "camera_joint_skew", camera, value, th.max_skew_ms, ok,
+               f"camera {camera} vs {JOINT_TOPIC}: skew p99 {value} ms > {th.max_skew_ms} ms"
+               if value is not None else f"camera {camera} vs {JOINT_TOPIC}: no stamps")
+    for name, t in topics.items():
+        lat = t.get("latency_ms")
+        if lat is not None:
+            ok = lat["p99"] <= th.max_latency_ms
+            _check(checks, "latency", name, lat["p99"], th.max_latency_ms, ok,
+                   f"{name}: latency (receive − stamp) p99 {lat['p99']} ms "
+                   f"> {th.max_latency_ms} ms")
+        if t.get("periodic") and t.get("count", 0) >= 3:
+            worst = t["max_gap_s"]
+            ok = worst <= th.max_gap_s
+            first = next((g for g in t["gaps"] if g["duration_s"] == worst), None)
+            where = f" at +{first['offset_s']} s" if first else ""
+            _check(checks, "gap", name, worst, th.max_gap_s, ok,
+                   f"{name}: gap of {worst} s{where} > {th.max_gap_s} s "
+                   f"({t['gap_count']} gap(s) in all)")
+    for name, counts in numbers["losses"]["per_topic"].items():
+        frac = counts["fraction"]
+        ok = frac <= th.max_loss_fraction
+        _check(checks, "loss", name, frac, th.max_loss_fraction, ok,
+               f"{name}: lost {counts['lost_total']} messages ({frac:.4%}) "
+               f"> {th.max_loss_fraction:.4%}")
+    reasons = [c["message"] for c in checks if not c["ok"]]
+    return {
+        "verdict": "FAIL" if reasons else "PASS",
+        "reasons": reasons,
+        "checks": checks,
+        "thresholds": th.model_dump(),
+    }
+
+
+# --------------------------------------------------------------------------- output
+
+
+def make_report(
+    session: Path, out_dir: Path | None = None, thresholds: Thresholds | None = None
+) -> dict[str, Any]:
+    """Scan, analyze and judge ``session``; write report.json/.html + PNGs if ``out_dir``.
+
+    Returns the report (what report.json holds).
+    """
+    th = thresholds or Thresholds()
+    scan = scan_session(load_session(session))
+    report = analyze(scan, th)
+    report.update(evaluate(report, th))
+    report["generated_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+    if out_dir is not None:
+        write_report(report, scan, out_dir)
+    return report
+
+
+def write_report(report: dict[str, Any], scan: SessionScan, out_dir: Path) -> list[Path]:
+    """Write the PNG plots, ``report.json`` and ``report.html`` into ``out_dir``."""
+    from .report_plots import render_plots  # matplotlib: only when files are wanted
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = render_plots(scan, report, out_dir)
+    report["plots"] = [p.name for p in plots]
+    json_path = out_dir / REPORT_JSON
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    html_path = out_dir / REPORT_HTML
+    html_path.write_text(render_html(report), encoding="utf-8")
+    return [json_path, html_path, *plots]
+
+
+def _fmt(value: object, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-explanatory HTML page of the report (PNG plots referenced by file name)."""
+    s = report["session"]
+    verdict = report["verdict"]
+    esc = html.escape
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in report["reasons"]) or "<li>none</li>"
+    topic_rows = []
+    for name, t in report["topics"].items():
+        lat = t.get("latency_ms") or {}
+        topic_rows.append([name, t["type"], t["count"], t.get("rate_hz"), t.get("nominal_hz"),
+                           t.get("jitter_ms"), t.get("gap_count"), t.get("max_gap_s"),
+                           lat.get("p50"), lat.get("p99"), lat.get("max")])
+    skew = report["skew_ms"]
+    skew_rows = []
+    for kind, entries in (("vs " + str(skew["reference_camera"]), skew["cameras"]),
+                          ("vs /joint_states", skew["camera_joint"])):
+        for camera, st in entries.items():
+            st = st or {}
+            skew_rows.append([camera, kind, st.get("median_signed"), st.get("p50"),
+                              st.get("p99"), st.get("max")])
+    gap_rows = [[name, g["offset_s"], g["duration_s"], g["missing"]]
+                for name, t in report["topics"].items() for g in t.get("gaps", [])]
+    loss = report["losses"]
+    loss_rows = [[name, c["written"], c["lost_total"], c["fraction"]]
+                 for name, c in loss["per_topic"].items() if c["lost_total"]]
+    task_rows = [[t["episode_index"], t["task"], t["offset_s"], t["end_offset_s"],
+                  t["outcome"] or "open"] for t in report["tasks"]]
+    th_rows = [[k, v] for k, v in report["thresholds"].items()]
+    images = "".join(f'<figure><img src="{esc(p)}" alt="{esc(p)}"></figure>'
+                     for p in report.get("plots", []))
+    color = "#1a7f37" if verdict == "PASS" else "#cf222e"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{esc(s["session_id"])}: session report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+.verdict {{ font-size: 1.6em; font-weight: bold; color: {color}; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Session report: {esc(s["session_id"])}</h1>
+<p>{esc(s["path"])}: {s["duration_s"]} s, files {esc(", ".join(s["files"]))};
+generated {esc(report.get("generated_utc", ""))}</p>
+<p class="verdict">{verdict}</p>
+<h2>Reasons</h2><ul>{reasons}</ul>
+<h2>Topics</h2>
+<p>rate = (n − 1) / span; nominal = 1 / median interval; jitter = std of non-gap intervals;
+latency = receive time − header stamp.</p>
+{_table(["topic", "type", "count", "rate Hz", "nominal Hz", "jitter ms", "gaps", "max gap s",
+         "latency p50 ms", "p99 ms", "max ms"], topic_rows)}
+<h2>Skew (header stamps, nearest frame)</h2>
+{_table(["camera", "against", "median signed ms", "|Δ| p50 ms", "p99 ms", "max ms"], skew_rows)}
+<h2>Gaps</h2>
+{_table(["topic", "at +s", "duration s", "missing"], gap_rows)}
+<h2>Losses ({esc(loss["source"])}, total {loss["total"]})</h2>
+{_table(["topic", "written", "lost", "fraction"], loss_rows)}
+<h2>Tasks</h2>
+{_table(["#", "task", "start +s", "end +s", "outcome"], task_rows)}
+<h2>Plots</h2>{images}
+<h2>Thresholds</h2>
+{_table(["threshold", "value"], th_rows)}
+</body></html>
+"""

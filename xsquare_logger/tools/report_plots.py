@@ -1,0 +1,153 @@
+"""PNG plots of `xsq report` (matplotlib, Agg backend: no display needed).
+
+Every plot shares one x axis, seconds since the session's first message, with the tasks
+shaded, so a dip in a rate or a jump in skew can be tied to what the robot was doing.
+Long sessions are thinned before plotting (at most ``_MAX_POINTS`` points per line):
+the plots are for seeing, the numbers are in report.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: headless robots and CI have no display
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+
+from .report import (
+    APERIODIC_TOPICS,
+    JOINT_TOPIC,
+    SessionScan,
+    camera_streams,
+    nearest_delta,
+)
+
+__all__ = ["render_plots"]
+
+_NS = 1e9
+_MS = 1e6
+_MAX_POINTS = 4000
+_DPI = 100
+
+
+def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if x.size <= _MAX_POINTS:
+        return x, y
+    step = int(np.ceil(x.size / _MAX_POINTS))
+    return x[::step], y[::step]
+
+
+def _shade_tasks(ax: Axes, report: dict[str, Any]) -> None:
+    for i, t in enumerate(report["tasks"]):
+        ax.axvspan(t["offset_s"], t["end_offset_s"], color=f"C{i % 10}", alpha=0.12, lw=0)
+        ax.text(t["offset_s"], 1.0, f" #{t['episode_index']} {t['task']}",
+                transform=ax.get_xaxis_transform(), fontsize=7, va="top", clip_on=True)
+
+
+def _finish(fig: Any, ax: Axes, report: dict[str, Any], path: Path, ylabel: str) -> Path:
+    _shade_tasks(ax, report)
+    ax.set_xlabel("time since session start (s)")
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, max(report["session"]["duration_s"], 1e-3))
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return path
+
+
+def _rate_plot(scan: SessionScan, report: dict[str, Any], path: Path) -> Path:
+    t0 = scan.view.start_ns
+    duration = max(report["session"]["duration_s"], 1.0)
+    edges = np.arange(0.0, np.ceil(duration) + 1.0, 1.0)
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for name, series in sorted(scan.topics.items()):
+        if name in APERIODIC_TOPICS or series.log_ns.size < 3:
+            continue
+        counts, _ = np.histogram((series.log_ns - t0) / _NS, bins=edges)
+        # The last bin is partial: leave it out rather than draw a false drop.
+        ax.step(edges[:-2], counts[:-1], where="post", label=name, lw=1)
+    ax.set_yscale("log")
+    ax.set_title("messages per second (1 s bins)")
+    return _finish(fig, ax, report, path, "rate (Hz)")
+
+
+def _latency_plot(scan: SessionScan, report: dict[str, Any], path: Path) -> Path:
+    t0 = scan.view.start_ns
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for name, series in sorted(scan.topics.items()):
+        if series.stamp_ns is None or name in APERIODIC_TOPICS:
+            continue
+        ok = series.stamp_ns > 0
+        x = (series.log_ns[ok] - t0) / _NS
+        y = (series.log_ns[ok] - series.stamp_ns[ok]) / _MS
+        x, y = _thin(x, y)
+        ax.plot(x, y, ".", ms=1.5, label=name)
+    limit = report["thresholds"]["max_latency_ms"]
+    ax.axhline(limit, color="red", ls="--", lw=0.8, label=f"limit {limit} ms (p99)")
+    ax.set_title("latency: receive time − header stamp")
+    return _finish(fig, ax, report, path, "latency (ms)")
+
+
+def _skew_plot(scan: SessionScan, report: dict[str, Any], path: Path) -> Path | None:
+    cameras = camera_streams(scan.topics)
+    ref_name = report["skew_ms"]["reference_camera"]
+    if ref_name is None:
+        return None
+    t0 = scan.view.start_ns
+
+    def stamps(topic: str) -> np.ndarray:
+        s = scan.topics[topic].stamp_ns
+        return np.zeros(0, np.int64) if s is None else np.sort(s[s > 0])
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    ref = stamps(cameras[ref_name])
+    for camera, topic in cameras.items():
+        if camera == ref_name:
+            continue
+        d = nearest_delta(ref, stamps(topic))
+        x, y = _thin((ref[: d.size] - t0) / _NS, d / _MS)
+        ax.plot(x, y, ".", ms=2, label=f"{camera} − {ref_name}")
+    if JOINT_TOPIC in scan.topics:
+        joints = stamps(JOINT_TOPIC)
+        for camera, topic in cameras.items():
+            cam = stamps(topic)
+            d = nearest_delta(cam, joints)
+            x, y = _thin((cam[: d.size] - t0) / _NS, d / _MS)
+            ax.plot(x, y, ".", ms=1, alpha=0.5, label=f"{JOINT_TOPIC} − {camera}")
+    limit = report["thresholds"]["max_skew_ms"]
+    for sign in (1, -1):
+        ax.axhline(sign * limit, color="red", ls="--", lw=0.8)
+    ax.set_title(f"skew: nearest header stamp, signed (limit ±{limit} ms on p99 of |Δ|)")
+    return _finish(fig, ax, report, path, "skew (ms)")
+
+
+def _loss_plot(report: dict[str, Any], path: Path) -> Path | None:
+    timeline = report["losses"]["timeline"]
+    if not timeline:
+        return None
+    data = np.asarray(timeline, dtype=float)
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    for col, label in ((1, "lost in transport"), (2, "dropped (queue full)"),
+                       (3, "dropped (disk)")):
+        ax.step(data[:, 0], data[:, col], where="post", label=label)
+    ax.set_title("cumulative losses (from /xsquare/session_status)")
+    return _finish(fig, ax, report, path, "messages")
+
+
+def render_plots(scan: SessionScan, report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write the report's PNG files into ``out_dir``; return their paths."""
+    made = [
+        _rate_plot(scan, report, out_dir / "rate.png"),
+        _latency_plot(scan, report, out_dir / "latency.png"),
+        _skew_plot(scan, report, out_dir / "skew.png"),
+        _loss_plot(report, out_dir / "losses.png"),
+    ]
+    return [p for p in made if p is not None]
