@@ -56,7 +56,7 @@ def _decode(session: Path, topic: str) -> list[tuple[int, object]]:
     for f in sorted(session.glob("*.mcap")):
         with open(f, "rb") as fh:
             reader = make_reader(fh, decoder_factories=[DecoderFactory()])
-            for _s, channel, message, msg in reader.iter_decoded_messages(topics=[topic]):
+            for _s, _channel, message, msg in reader.iter_decoded_messages(topics=[topic]):
                 out.append((message.log_time, msg))
     return out
 
