@@ -7,6 +7,7 @@ kind of loss can be produced on purpose; the cross-process tests cover DDS.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,56 @@ def test_every_config_field_is_documented() -> None:
         for name in model.model_fields:
             assert f"`{section}.{name}`" in doc, f"{section}.{name} missing: run "
             "scripts/gen_config_doc.py"
+
+
+@pytest.mark.parametrize("mode", ["jpeg", "h264"])
+def test_cameras_are_recorded_compressed(tmp_path: Path, mode: str) -> None:
+    """Raw Image CDR in, CompressedImage / foxglove CompressedVideo out, decodable, stamped."""
+    import cv2
+    import numpy as np
+    from mcap_ros2.decoder import DecoderFactory
+
+    if mode == "h264":
+        av = pytest.importorskip("av", reason="H.264 needs the optional 'av' extra")
+    cam = "/camera/head/image_raw"
+    rec = make_recorder(
+        tmp_path, cameras={cam: {"mode": mode, "fps": 30, "keyframe_interval_s": 1.0}}
+    )
+    cb = rec.add_topic(cam, "sensor_msgs/msg/Image", [make_qos("best_effort")])
+    rec.start()
+    frames = [known.image(i, 320, 240) for i in range(40)]
+    y, x = np.mgrid[0:240, 0:320]
+    for i, f in enumerate(frames):  # smooth content: codec error is measurable
+        f.data = np.stack([(x + 3 * i) % 256, y % 256, (x + y) % 256], -1).astype(np.uint8).tobytes()
+        cb(serialize_message(f), info(i + 1, t=i * 33_333_333))
+        time.sleep(0.003)  # camera pacing: the encoder lane keeps up
+    manifest = rec.stop()
+    out = cam + ("/compressed" if mode == "jpeg" else "/h264")
+    assert manifest.topics[cam].compressed_to == out
+    assert manifest.topics[cam].received == 40
+    written = manifest.topics[out].written
+    assert written + manifest.topics[cam].dropped_encode == 40
+    assert manifest.drops["total"] == manifest.topics[cam].dropped_encode
+    meta = (tmp_path / "s" / "metadata.yaml").read_text()
+    assert out in meta and f"name: {cam}\n" not in meta  # the raw topic is not in the bag
+    with open(tmp_path / "s" / "s_0.mcap", "rb") as fh:
+        reader = make_reader(fh, decoder_factories=[DecoderFactory()])
+        msgs = [(s.name, m) for s, c, _r, m in reader.iter_decoded_messages(topics=[out])]
+    assert len(msgs) == written > 30
+    if mode == "jpeg":
+        name, first = msgs[0]
+        assert name == "sensor_msgs/msg/CompressedImage" and first.format == "jpeg"
+        assert (first.header.stamp.sec, first.header.frame_id) == (1000, "known_camera")
+        img = cv2.imdecode(np.frombuffer(bytes(first.data), np.uint8), cv2.IMREAD_COLOR)
+        src = np.frombuffer(frames[0].data, np.uint8).reshape(240, 320, 3)[:, :, ::-1]
+        assert np.abs(img.astype(int) - src.astype(int)).mean() < 4
+    else:
+        name, first = msgs[0]
+        assert name == "foxglove_msgs/msg/CompressedVideo" and first.format == "h264"
+        assert first.timestamp.sec == 1000 and first.frame_id == "known_camera"
+        codec = av.CodecContext.create("h264", "r")
+        decoded = 0
+        for _n, m in msgs:
+            decoded += len(codec.decode(av.Packet(bytes(m.data))))
+        assert decoded == len(msgs)
+        assert bytes(first.data).startswith(b"\x00\x00\x00\x01")

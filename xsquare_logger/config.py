@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .compress.config import CameraCompression
 from .upload.config import UploadConfig
 
 __all__ = [
@@ -83,6 +84,13 @@ class RecordingConfig(_Strict):
         description="Close the session cleanly when free disk falls below this.",
     )
     status_interval: float = Field(1.0, gt=0, description="Seconds between SessionStatus.")
+    cameras: dict[str, CameraCompression] = Field(
+        default_factory=dict,
+        description="Per raw image topic: compression (mode raw|jpeg|h264, jpeg_quality, "
+        "keyframe_interval_s, fps, crf, preset, out_topic). Compressed frames are recorded "
+        "on <topic>/compressed (JPEG) or <topic>/h264 instead of the raw topic.",
+    )
+    compression_workers: int = Field(2, ge=1, le=16, description="Encoder threads.")
 
     @field_validator("regex", "exclude_regex")
     @classmethod

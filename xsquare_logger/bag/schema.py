@@ -167,7 +167,17 @@ def ros2msg_schema(type_name: str) -> bytes:
         ValueError: if ``type_name`` is not a ROS message type name.
     """
     _split(type_name)  # fail early, with a clear message, on malformed names
-    return _schema(type_name, search_prefixes())
+    try:
+        return _schema(type_name, search_prefixes())
+    except SchemaNotFoundError:
+        # Types we write ourselves but that no PyPI wheel installs (foxglove_msgs/
+        # CompressedVideo): an installed definition wins, else the embedded text.
+        from ..compress.schemas import embedded_schema
+
+        embedded = embedded_schema(type_name)
+        if embedded is None:
+            raise
+        return embedded
 
 
 @functools.lru_cache(maxsize=1024)

@@ -54,7 +54,9 @@ class TopicEntry(_Model):
     lost_transport: int = 0
     dropped_queue: int = 0
     dropped_disk: int = 0
+    dropped_encode: int = 0
     publishers: int = 0
+    compressed_to: str | None = None  # raw camera topic recorded compressed, on this topic
 
 
 class TaskEntry(_Model):

@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import __version__
 from ..bag.mcap_writer import McapWriterError
+from ..compress.stage import CompressionStage
 from ..config import LoggerConfig, config_digest
 from ..tablet.controller import TaskEventData
 from .manifest import SessionManifest, write_manifest
@@ -124,6 +125,13 @@ class Recorder:
         self.queue: ByteBoundedQueue[tuple[int, bytes, dict[str, Any]]] = ByteBoundedQueue(
             self.rcfg.queue_max_bytes
         )
+        # Camera compression (JPEG/H.264) on worker threads; None when every camera is raw.
+        # Raises CodecUnavailable at start-up if a configured codec is not installed.
+        self.stage: CompressionStage | None = None
+        if any(c.mode != "raw" for c in self.rcfg.cameras.values()):
+            self.stage = CompressionStage(
+                self.rcfg.cameras, self._on_compressed, workers=self.rcfg.compression_workers
+            )
         self.stats: list[TopicStats] = []
         self._seq: list[SequenceTracker] = []
         self._by_name: dict[str, int] = {}
@@ -152,10 +160,12 @@ class Recorder:
             )
 
     # -- topics (any thread) ----------------------------------------------------------------
-    def _register(self, topic: str, type_name: str, qos: list[QosDict]) -> int:
+    def _register(
+        self, topic: str, type_name: str, qos: list[QosDict], compressed_to: str | None = None
+    ) -> int:
         stats = TopicStats(topic, type_name)
         with self._lock:
-            index = self.writer.add_topic(topic, type_name, qos, stats)
+            index = self.writer.add_topic(topic, type_name, qos, stats, compressed_to)
             self.stats.append(stats)
             self._seq.append(SequenceTracker())
             self._by_name[topic] = index
@@ -175,7 +185,62 @@ class Recorder:
         Raises :class:`~xsquare_logger.bag.schema.SchemaNotFoundError` if the
         type's definition is not installed (the bag would not be self-describing).
         """
+        if self.stage is not None and self.stage.handles(topic):
+            out_topic, out_type = self.stage.outputs[topic]
+            if type_name != "sensor_msgs/msg/Image":
+                raise ValueError(f"{topic} is configured for compression but is {type_name}")
+            self._register(out_topic, out_type, qos)
+            return self._make_compress_callback(
+                topic, self._register(topic, type_name, qos, compressed_to=out_topic)
+            )
         return self._make_callback(self._register(topic, type_name, qos))
+
+    def _make_compress_callback(self, topic: str, index: int) -> RawCallback:
+        """Like the plain callback, but frames go to the encoder lane of ``topic``."""
+        stats = self.stats[index]
+        observe = self._seq[index].observe
+        assert self.stage is not None
+        submit = self.stage.submit
+
+        def callback(msg: bytes, info: dict[str, Any]) -> None:
+            stats.received += 1
+            if not self._accepting:
+                return
+            seq = info.get("publication_sequence_number") or 0
+            gid = info.get("publisher_gid")
+            if seq and gid is not None:
+                lost = observe(gid["data"], seq)
+                if lost:
+                    stats.lost_transport += lost
+            recv = info.get("received_timestamp") or time.time_ns()
+            # A refused frame (encoder behind) is counted from the stage's own
+            # counters in _sync_encode_stats, together with failed encodes.
+            submit(topic, msg, recv, info.get("source_timestamp") or recv, seq)
+
+        return callback
+
+    def _on_compressed(
+        self, out_topic: str, _out_type: str, cdr: bytes, log_ns: int, pub_ns: int, seq: int
+    ) -> None:
+        """Encoder worker output: queue it for the writer like any received message."""
+        index = self._by_name[out_topic]
+        stats = self.stats[index]
+        stats.received += 1
+        info = {
+            "received_timestamp": log_ns,
+            "source_timestamp": pub_ns,
+            "publication_sequence_number": seq,
+        }
+        if not self.queue.put((index, cdr, info), len(cdr)):
+            stats.dropped_queue += 1
+
+    def _sync_encode_stats(self) -> None:
+        if self.stage is None:
+            return
+        for topic, lane in self.stage.stats().items():
+            index = self._by_name.get(topic)
+            if index is not None:
+                self.stats[index].dropped_encode = lane.skipped + lane.failed
 
     def _make_callback(self, index: int) -> RawCallback:
         stats = self.stats[index]
@@ -317,13 +382,14 @@ class Recorder:
             bytes_written=self.writer.bytes_written,
             messages_written=sum(s.written for s in stats),
             lost_transport=sum(s.lost_transport for s in stats),
-            dropped_queue=sum(s.dropped_queue for s in stats),
+            dropped_queue=sum(s.dropped_queue + s.dropped_encode for s in stats),
             dropped_disk=sum(s.dropped_disk for s in stats),
             disk_free_bytes=self.disk_free,
             topics=[TopicStats(**s.to_dict()) for s in stats],  # type: ignore[arg-type]
         )
 
     def _emit_status(self, state: str) -> None:
+        self._sync_encode_stats()
         snap = self.snapshot(state)
         self.last_status = snap
         index = self._status_index
@@ -349,8 +415,11 @@ class Recorder:
         try:
             while True:
                 stopping = self._stop_requested.is_set()
-                if stopping:
+                if stopping and self._accepting:
                     self._accepting = False
+                    if self.stage is not None:
+                        # Frames still encoding reach the queue before we drain it.
+                        self.stage.close(timeout=30)
                 batch = self.queue.get_batch(timeout=0.05)
                 if batch:
                     self._process(batch)
@@ -378,6 +447,9 @@ class Recorder:
                 self._on_auto_stop(self.stop_reason)
 
     def _finish(self) -> None:
+        if self.stage is not None:
+            self.stage.close(timeout=30)  # idempotent; after a disk error it was not closed yet
+            self._sync_encode_stats()
         if self._disk_failed:
             self.writer.abandon(self.stop_reason)
             self._emit_status("closed")

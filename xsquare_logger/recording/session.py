@@ -39,6 +39,8 @@ class _Topic:
     qos: list[QosDict]
     hash: str
     stats: TopicStats
+    in_bag: bool = True  # False: a raw camera recorded only in compressed form
+    compressed_to: str | None = None
     file_count: int = 0  # messages in the current file
 
 
@@ -87,11 +89,31 @@ class SessionWriter:
         write_manifest(directory, manifest)
 
     # -- topics -----------------------------------------------------------------------------
-    def add_topic(self, name: str, type_name: str, qos: list[QosDict], stats: TopicStats) -> int:
-        """Register a topic; return its index for :meth:`write`. Schema errors raise here."""
-        self._schema_provider(type_name)  # fail at subscription time, not mid-write
+    def add_topic(
+        self,
+        name: str,
+        type_name: str,
+        qos: list[QosDict],
+        stats: TopicStats,
+        compressed_to: str | None = None,
+    ) -> int:
+        """Register a topic; return its index for :meth:`write`. Schema errors raise here.
+
+        ``compressed_to`` marks a raw camera topic whose frames are recorded only
+        compressed, on that topic: it is counted in session.json but not in the bag.
+        """
+        if compressed_to is None:
+            self._schema_provider(type_name)  # fail at subscription time, not mid-write
         self.topics.append(
-            _Topic(name, type_name, qos, self._hash_provider(type_name) or "", stats)
+            _Topic(
+                name,
+                type_name,
+                qos,
+                self._hash_provider(type_name) or "",
+                stats,
+                in_bag=compressed_to is None,
+                compressed_to=compressed_to,
+            )
         )
         return len(self.topics) - 1
 
@@ -199,7 +221,9 @@ class SessionWriter:
 
     def _metadata_doc(self) -> dict[str, object]:
         topics = [
-            BagTopic(t.name, t.type, t.hash, t.qos, t.stats.written) for t in self.topics
+            BagTopic(t.name, t.type, t.hash, t.qos, t.stats.written)
+            for t in self.topics
+            if t.in_bag
         ]
         custom = {
             "xsquare.session_id": self.manifest.session_id,
@@ -220,7 +244,9 @@ class SessionWriter:
                 lost_transport=t.stats.lost_transport,
                 dropped_queue=t.stats.dropped_queue,
                 dropped_disk=t.stats.dropped_disk,
+                dropped_encode=t.stats.dropped_encode,
                 publishers=t.stats.publishers,
+                compressed_to=t.compressed_to,
             )
             for t in self.topics
         }
@@ -228,6 +254,7 @@ class SessionWriter:
             "lost_transport": sum(t.stats.lost_transport for t in self.topics),
             "dropped_queue": sum(t.stats.dropped_queue for t in self.topics),
             "dropped_disk": sum(t.stats.dropped_disk for t in self.topics),
+            "dropped_encode": sum(t.stats.dropped_encode for t in self.topics),
         }
         m.drops["total"] = sum(m.drops.values())
         write_metadata_yaml(self.directory, self._metadata_doc())

@@ -14,7 +14,9 @@ class TopicStats:
     ``lost_transport`` is derived from gaps in each publisher's
     ``publication_sequence_number``: messages the middleware never delivered.
     ``dropped_queue`` counts messages received but refused by the full writer
-    queue; ``dropped_disk`` those that could not be written (disk full / closed).
+    queue; ``dropped_disk`` those that could not be written (disk full / closed);
+    ``dropped_encode`` camera frames skipped because compression fell behind, or
+    that failed to encode.
     """
 
     topic: str
@@ -25,11 +27,12 @@ class TopicStats:
     lost_transport: int = 0
     dropped_queue: int = 0
     dropped_disk: int = 0
+    dropped_encode: int = 0
     publishers: int = 0
 
     @property
     def lost_total(self) -> int:
-        return self.lost_transport + self.dropped_queue + self.dropped_disk
+        return self.lost_transport + self.dropped_queue + self.dropped_disk + self.dropped_encode
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
