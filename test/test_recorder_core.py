@@ -181,7 +181,8 @@ def test_cameras_are_recorded_compressed(tmp_path: Path, mode: str) -> None:
     frames = [known.image(i, 320, 240) for i in range(40)]
     y, x = np.mgrid[0:240, 0:320]
     for i, f in enumerate(frames):  # smooth content: codec error is measurable
-        f.data = np.stack([(x + 3 * i) % 256, y % 256, (x + y) % 256], -1).astype(np.uint8).tobytes()
+        pixels = np.stack([(x + 3 * i) % 256, y % 256, (x + y) % 256], -1)
+        f.data = pixels.astype(np.uint8).tobytes()
         cb(serialize_message(f), info(i + 1, t=i * 33_333_333))
         time.sleep(0.003)  # camera pacing: the encoder lane keeps up
     manifest = rec.stop()

@@ -38,7 +38,12 @@ def _wait_stderr(path: Path, needle: str, proc: Any, timeout: float = 30.0) -> N
     raise RuntimeError(f"{needle!r} not seen in {path}")
 
 
-def run_phase(kind: str, duration: float, profile: str, workdir: Path, compression: str) -> dict:
+CAMERAS = [f"/camera/{c}/image_raw" for c in ("head", "left_wrist", "right_wrist")]
+
+
+def run_phase(
+    kind: str, duration: float, profile: str, workdir: Path, compression: str, cameras: str
+) -> dict:
     """Run the sim for ``duration`` s against the ceiling subscriber or the recorder."""
     env = ros_env()
     logs = workdir / kind
@@ -50,7 +55,8 @@ def run_phase(kind: str, duration: float, profile: str, workdir: Path, compressi
         session = workdir / "session"
         sub = start(
             ["-m", "xsquare_logger.cli", "record", "-a", "-o", str(session), "--no-recover",
-             "--compression", compression],
+             "--compression", compression, "--set",
+             "recording.cameras=" + json.dumps({c: {"mode": cameras} for c in CAMERAS})],
             env,
             logs / "sub.out",
             logs / "sub.err",
@@ -99,14 +105,16 @@ def run_phase(kind: str, duration: float, profile: str, workdir: Path, compressi
     return out
 
 
-def humanoid_bench(duration: float, profile: str, compression: str, keep: bool) -> dict:
+def humanoid_bench(
+    duration: float, profile: str, compression: str, keep: bool, cameras: str = "raw"
+) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="xsq-bench-", dir="bench_out" if keep else None))
     try:
         print(f"[bench] ceiling: bare raw subscriber, {profile}, {duration:.0f} s", flush=True)
-        ceiling = run_phase("ceiling", duration, profile, workdir, compression)
-        print(f"[bench] recorder: xsq record ({compression}), {profile} profile, {duration:.0f} s",
-              flush=True)
-        rec = run_phase("recorder", duration, profile, workdir, compression)
+        ceiling = run_phase("ceiling", duration, profile, workdir, compression, cameras)
+        print(f"[bench] recorder: xsq record (cameras {cameras}, chunks {compression}), "
+              f"{profile} profile, {duration:.0f} s", flush=True)
+        rec = run_phase("recorder", duration, profile, workdir, compression, cameras)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -114,8 +122,14 @@ def humanoid_bench(duration: float, profile: str, compression: str, keep: bool) 
     for topic in sorted(set(ceiling["published"]) | set(rec["published"])):
         t = rec["topics"].get(topic, {})
         recorded = int(t.get("written", 0))
+        if t.get("compressed_to"):  # a camera recorded compressed: count its output frames
+            recorded = int(rec["topics"].get(t["compressed_to"], {}).get("written", 0))
+            t = {**t, "dropped_encode": t.get("dropped_encode", 0)}
         received = int(ceiling["received"].get(topic, 0))
-        lost = sum(int(t.get(k, 0)) for k in ("lost_transport", "dropped_queue", "dropped_disk"))
+        lost = sum(
+            int(t.get(k, 0))
+            for k in ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode")
+        )
         # Both phases publish for the same time, but the two sims' counts differ
         # slightly; normalise each side by what its own sim published.
         pub_c, pub_r = ceiling["published"].get(topic, 0), rec["published"].get(topic, 0)
@@ -136,8 +150,11 @@ def humanoid_bench(duration: float, profile: str, compression: str, keep: bool) 
     total_pub_c = sum(ceiling["published"].values())
     total_recv = sum(r["ceiling_received"] for r in rows)
     written = sum(int(t.get("bytes_written", 0)) for t in rec["topics"].values())
+    raw_bytes = sum(int(ceiling["bytes"].get(t, 0)) for t in ceiling["bytes"])
     return {
         "profile": profile,
+        "cameras": cameras,
+        "raw_MBps_published": raw_bytes / 1e6 / ceiling["wall_s"],
         "compression": compression,
         "duration_s": duration,
         "rows": rows,
@@ -154,7 +171,7 @@ def humanoid_bench(duration: float, profile: str, compression: str, keep: bool) 
 
 def print_humanoid(r: dict) -> None:
     print(f"\n== recorder vs ceiling: {r['profile']} profile, {r['duration_s']:.0f} s, "
-          f"chunks {r['compression']} ==")
+          f"cameras {r['cameras']}, chunks {r['compression']} ==")
     print(f"{'topic':36} {'pub(ceil)':>9} {'ceiling':>8} {'pub(rec)':>9} {'recorded':>9} "
           f"{'lost':>5} {'ratio':>6}")
     for row in r["rows"]:
@@ -162,7 +179,8 @@ def print_humanoid(r: dict) -> None:
               f"{row['published_recorder_run']:>9} {row['recorded']:>9} {row['lost']:>5} "
               f"{row['ratio']:>6.3f}")
     print(f"recorded ÷ ceiling (all topics): {r['ratio_total']:.4f}   lost: {r['lost_total']}")
-    print(f"recorded payload: {r['recorded_MBps']:.1f} MB/s   on disk: {r['disk_MBps']:.1f} MB/s")
+    print(f"raw data received by the ceiling: {r['raw_MBps_published']:.1f} MB/s   recorded "
+          f"payload: {r['recorded_MBps']:.1f} MB/s   on disk: {r['disk_MBps']:.1f} MB/s")
     print(f"CPU: recorder {r['recorder_cpu_percent']:.0f}%  ceiling subscriber "
           f"{r['ceiling_cpu_percent']:.0f}%  sim {r['sim_cpu_percent']:.0f}% (100% = one core)")
 
@@ -188,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--profile", default="humanoid")
     ap.add_argument("--compression", default="zstd", choices=["zstd", "lz4", "none"])
+    ap.add_argument(
+        "--cameras",
+        default="raw,jpeg,h264",
+        help="comma list of camera modes to run the humanoid benchmark with",
+    )
     ap.add_argument("--skip-humanoid", action="store_true")
     ap.add_argument("--skip-writer", action="store_true")
     ap.add_argument("--skip-tablet", action="store_true")
@@ -212,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_humanoid:
         if args.keep:
             Path("bench_out").mkdir(exist_ok=True)
-        results["humanoid"] = humanoid_bench(
-            args.duration, args.profile, args.compression, args.keep
-        )
-        print_humanoid(results["humanoid"])
+        results["humanoid"] = {}
+        for mode in args.cameras.split(","):
+            r = humanoid_bench(args.duration, args.profile, args.compression, args.keep, mode)
+            results["humanoid"][mode] = r
+            print_humanoid(r)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -65,15 +65,18 @@ def _finish(fig: Any, ax: Axes, report: dict[str, Any], path: Path, ylabel: str)
 
 def _rate_plot(scan: SessionScan, report: dict[str, Any], path: Path) -> Path:
     t0 = scan.view.start_ns
-    duration = max(report["session"]["duration_s"], 1.0)
-    edges = np.arange(0.0, np.ceil(duration) + 1.0, 1.0)
+    duration = max(report["session"]["duration_s"], 1e-3)
+    edges = np.append(np.arange(0.0, duration, 1.0), duration)
+    widths = np.diff(edges)
+    # A last bin shorter than half a second would draw a false drop (or spike): leave it out.
+    keep = widths >= min(0.5, duration)
     fig, ax = plt.subplots(figsize=(11, 4.5))
     for name, series in sorted(scan.topics.items()):
         if name in APERIODIC_TOPICS or series.log_ns.size < 3:
             continue
         counts, _ = np.histogram((series.log_ns - t0) / _NS, bins=edges)
-        # The last bin is partial: leave it out rather than draw a false drop.
-        ax.step(edges[:-2], counts[:-1], where="post", label=name, lw=1)
+        rate = np.where(keep, counts / widths, np.nan)
+        ax.stairs(rate, edges, label=name, lw=1)
     ax.set_yscale("log")
     ax.set_title("messages per second (1 s bins)")
     return _finish(fig, ax, report, path, "rate (Hz)")
