@@ -35,6 +35,8 @@ setup(
         (f"share/{package_name}/config", _files("config/*.yaml")),
     ],
     install_requires=["setuptools"],
+    # H.264 camera compression (libx264 inside PyAV is GPL: opt in).
+    extras_require={"h264": ["av==18.1.0"]},
     zip_safe=False,
     entry_points={
         "console_scripts": [

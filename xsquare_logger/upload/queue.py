@@ -22,7 +22,8 @@ __all__ = ["FileRow", "PartRow", "SessionRow", "UploadQueue"]
 
 # Session states. "failed" holds both permanent errors and failed verification;
 # such a session is retried only after a config/credentials change or `xsq upload retry`.
-QUEUED, UPLOADING, VERIFIED, FAILED, DELETED = "queued", "uploading", "verified", "failed", "deleted"
+QUEUED, UPLOADING, VERIFIED = "queued", "uploading", "verified"
+FAILED, DELETED = "failed", "deleted"
 # File states.
 PENDING, UPLOADED, FILE_VERIFIED = "pending", "uploaded", "verified"
 

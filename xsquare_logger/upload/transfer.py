@@ -1,0 +1,253 @@
+"""Send one file: a single PUT when small, else a resumable multipart upload.
+
+The multipart upload id and every completed part (number, size, MD5, ETag) are
+committed to the queue as soon as the server confirms them. After a kill,
+``list_parts`` tells what the server really holds; a part is skipped only if its
+size matches and its ETag equals the one we recorded, or the MD5 of the same
+bytes read again from disk. Every byte is read once in order and hashed
+(sha256, compared with session.json at the end), skipped parts included, so a
+file that changed since close never completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from .backends import Backend, NoSuchUpload, PermanentError, RemotePart, TransientError
+from .queue import FileRow, PartRow, UploadQueue
+from .verify import is_md5_etag, multipart_etag, verify_object
+
+__all__ = ["FileTransfer", "LocalFileChanged", "Paused", "effective_part_size"]
+
+MAX_PARTS = 10_000  # S3 limit
+MIB = 1024 * 1024
+
+
+class Paused(Exception):
+    """The gate closed (or the uploader is stopping); resume from the last completed part."""
+
+
+class LocalFileChanged(PermanentError):
+    """The local bytes no longer hash to the sha256 in session.json: never upload them."""
+
+
+def effective_part_size(size: int, part_size: int) -> int:
+    """``part_size`` (bytes), grown to whole MiB if the file would need > 10,000 parts."""
+    need = math.ceil(size / MAX_PARTS)
+    if need <= part_size:
+        return part_size
+    return math.ceil(need / MIB) * MIB
+
+
+class FileTransfer:
+    """Uploads files of one destination; parts run on ``pool`` (at most ``concurrency``)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        queue: UploadQueue,
+        pool: ThreadPoolExecutor,
+        part_size: int,
+        concurrency: int,
+        pause_reason: Callable[[], str | None],
+        progress: Callable[[], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.queue = queue
+        self.pool = pool
+        self.part_size = part_size
+        self.concurrency = concurrency
+        self.pause_reason = pause_reason
+        self.progress = progress or (lambda: None)
+        # Set once a server is seen to give multipart objects a plain-MD5 ETag (rclone):
+        # then the whole-file MD5 is computed while reading, not in a second pass.
+        self.full_md5 = False
+
+    def send(self, session_id: str, f: FileRow, path: Path, key: str) -> None:
+        """Upload ``path`` as ``key`` and record it as uploaded (not yet verified)."""
+        if f.upload_id is None and f.size <= self.part_size:
+            self._single(session_id, f, path, key)
+        else:
+            self._multipart(session_id, f, path, key)
+
+    # -- single PUT -------------------------------------------------------------------------
+    def _single(self, session_id: str, f: FileRow, path: Path, key: str) -> None:
+        data = path.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        if len(data) != f.size or sha != f.sha256:
+            raise _changed(path, f, len(data), sha)
+        reason = self.pause_reason()
+        if reason:
+            raise Paused(reason)
+        md5 = hashlib.md5(data).hexdigest()
+        etag = self.backend.put(key, data, md5, sha)
+        if is_md5_etag(etag) and etag.lower() != md5:
+            raise TransientError(f"{key}: server stored ETag {etag}, sent MD5 {md5}")
+        self.queue.file_uploaded(session_id, f.name, etag, [md5], len(data))
+        self.progress()
+
+    # -- multipart --------------------------------------------------------------------------
+    def _multipart(self, session_id: str, f: FileRow, path: Path, key: str) -> None:
+        part_size = f.part_size or effective_part_size(f.size, self.part_size)
+        upload_id = f.upload_id
+        remote: dict[int, RemotePart] = {}
+        if upload_id is not None:
+            try:
+                remote = self.backend.list_parts(key, upload_id)
+            except NoSuchUpload:
+                if self._completed_before(session_id, f, key, upload_id, part_size):
+                    return
+                upload_id = None
+        if upload_id is None:
+            upload_id = self.backend.create_multipart(key, f.sha256)
+            self.queue.start_multipart(session_id, f.name, upload_id, part_size)
+        known = self.queue.parts(session_id, f.name, upload_id)
+        n_parts = max(1, math.ceil(f.size / part_size))
+        sha = hashlib.sha256()
+        full_md5 = hashlib.md5() if self.full_md5 else None
+        part_md5: dict[int, str] = {}
+        errors: list[BaseException] = []
+        inflight: set[Future[None]] = set()
+        slots = threading.BoundedSemaphore(self.concurrency)
+        paused: str | None = None
+
+        def done(fut: Future[None]) -> None:
+            slots.release()
+            if fut.exception() is not None:
+                errors.append(fut.exception())  # type: ignore[arg-type]
+
+        with open(path, "rb") as fh:
+            for n in range(1, n_parts + 1):
+                chunk = fh.read(part_size)
+                want = min(part_size, f.size - (n - 1) * part_size)
+                if len(chunk) != want:
+                    raise _changed(path, f, (n - 1) * part_size + len(chunk), None)
+                sha.update(chunk)
+                if full_md5 is not None:
+                    full_md5.update(chunk)
+                have = self._have_part(session_id, f, upload_id, n, chunk, remote, known)
+                if have is not None:
+                    part_md5[n] = have
+                    continue
+                if errors:
+                    break
+                paused = self.pause_reason()
+                if paused:
+                    break
+                slots.acquire()
+                fut = self.pool.submit(
+                    self._send_part, session_id, f, key, upload_id, n, (n - 1) * part_size,
+                    chunk, part_md5,
+                )
+                inflight.add(fut)
+                fut.add_done_callback(done)
+            extra = fh.read(1) if not (errors or paused) else b""
+        wait(inflight)
+        if errors:
+            exc = errors[0]
+            if isinstance(exc, NoSuchUpload):
+                # The server lost the upload (restart): start this file over next attempt.
+                self.queue.file_reset(session_id, f.name)
+                raise TransientError(f"{key}: {exc}; the file will be sent again") from None
+            raise exc
+        if paused:
+            raise Paused(paused)
+        if extra:
+            raise _changed(path, f, f.size + 1, None)
+        if sha.hexdigest() != f.sha256:
+            self.backend.abort_multipart(key, upload_id)
+            self.queue.file_reset(session_id, f.name)
+            raise _changed(path, f, f.size, sha.hexdigest())
+        parts = self.queue.parts(session_id, f.name, upload_id)
+        try:
+            etag = self.backend.complete_multipart(
+                key, upload_id, [(n, parts[n].etag) for n in range(1, n_parts + 1)]
+            )
+        except NoSuchUpload:
+            if self._completed_before(session_id, f, key, upload_id, part_size):
+                return
+            self.queue.file_reset(session_id, f.name)
+            raise TransientError(
+                f"{key}: upload vanished before completion; sending again"
+            ) from None
+        expected = [multipart_etag([parts[n].md5 for n in range(1, n_parts + 1)])]
+        if full_md5 is not None:
+            expected.append(full_md5.hexdigest())
+        self.queue.file_uploaded(session_id, f.name, etag, expected, 0)
+        self.progress()
+
+    def _have_part(
+        self,
+        session_id: str,
+        f: FileRow,
+        upload_id: str,
+        n: int,
+        chunk: bytes,
+        remote: dict[int, RemotePart],
+        known: dict[int, PartRow],
+    ) -> str | None:
+        """MD5 of part ``n`` if the server already holds exactly these bytes, else None."""
+        rp = remote.get(n)
+        if rp is None or rp.size != len(chunk):
+            return None
+        etag = rp.etag
+        k = known.get(n)
+        if k is not None and k.etag == etag and k.size == len(chunk):
+            return k.md5
+        md5 = hashlib.md5(chunk).hexdigest()
+        if etag.lower() == md5:
+            # Confirmed by the server but killed before we recorded it.
+            self.queue.add_part(
+                session_id, f.name, upload_id, PartRow(n, len(chunk), md5, etag), sent=False
+            )
+            return md5
+        return None
+
+    def _send_part(
+        self,
+        session_id: str,
+        f: FileRow,
+        key: str,
+        upload_id: str,
+        n: int,
+        offset: int,
+        chunk: bytes,
+        part_md5: dict[int, str],
+    ) -> None:
+        md5 = hashlib.md5(chunk).hexdigest()
+        etag = self.backend.upload_part(key, upload_id, n, offset, chunk, md5)
+        if is_md5_etag(etag) and etag.lower() != md5:
+            raise TransientError(f"{key} part {n}: server stored ETag {etag}, sent MD5 {md5}")
+        self.queue.add_part(session_id, f.name, upload_id, PartRow(n, len(chunk), md5, etag), True)
+        part_md5[n] = md5
+        self.progress()
+
+    def _completed_before(
+        self, session_id: str, f: FileRow, key: str, upload_id: str, part_size: int
+    ) -> bool:
+        """Killed after the server completed the object but before we recorded it?"""
+        known = self.queue.parts(session_id, f.name, upload_id)
+        n_parts = max(1, math.ceil(f.size / part_size))
+        if sorted(known) != list(range(1, n_parts + 1)):
+            return False
+        expected = [multipart_etag([known[n].md5 for n in range(1, n_parts + 1)])]
+        remote = self.backend.head(key)
+        if remote is None or verify_object(f.name, f.size, f.sha256, remote, expected):
+            return False
+        self.queue.file_uploaded(session_id, f.name, remote.etag or "", expected, 0)
+        return True
+
+
+def _changed(path: Path, f: FileRow, size: int, sha: str | None) -> LocalFileChanged:
+    if size != f.size:
+        what = f"is {size} bytes, session.json says {f.size}"
+    else:
+        what = f"hashes to {sha}, session.json says {f.sha256}"
+    return LocalFileChanged(
+        f"local file {path} changed since the session was closed ({what}); not uploading it"
+    )
