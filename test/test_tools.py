@@ -89,6 +89,7 @@ def _messages() -> dict[str, tuple[str, list[Msg]]]:
     from geometry_msgs.msg import WrenchStamped
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
+
     from xsquare_logger_msgs.msg import SessionStatus, TaskEvent
 
     out: dict[str, tuple[str, list[Msg]]] = {}
@@ -267,7 +268,7 @@ def test_tasks_errors(tmp_path: Path, session: Path) -> None:
     with pytest.raises(TasksError, match="no such session"):
         load_session(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(TasksError, match="metadata.yaml"):
+    with pytest.raises(TasksError, match=r"metadata\.yaml"):
         load_session(tmp_path / "empty")
     with pytest.raises(TasksError, match=r"no episode 7 \(valid episode indexes: 0, 1, 2\)"):
         clip_session(session, 7, 0.0, tmp_path / "clip")

@@ -56,6 +56,7 @@ def session_info(path: Path) -> dict[str, Any]:
                 "lost_transport": drops.get("lost_transport", 0),
                 "dropped_queue": drops.get("dropped_queue", 0),
                 "dropped_disk": drops.get("dropped_disk", 0),
+                "dropped_encode": drops.get("dropped_encode", 0),
             }
         )
     active = sorted(p.name for p in directory.glob("*.active"))
@@ -125,15 +126,21 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(
             f"Lost messages:     {drops.get('total', 0)} "
             f"(transport {drops.get('lost_transport', 0)}, "
-            f"queue full {drops.get('dropped_queue', 0)}, disk {drops.get('dropped_disk', 0)})"
+            f"queue full {drops.get('dropped_queue', 0)}, disk {drops.get('dropped_disk', 0)}, "
+            f"encoder {drops.get('dropped_encode', 0)})"
         )
-        for t in info["topics"]:
-            lost = t["lost_transport"] + t["dropped_queue"] + t["dropped_disk"]
-            if lost:
+        for name, t in (s.get("topics") or {}).items():
+            kinds = ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode")
+            if any(t.get(k, 0) for k in kinds):
                 lines.append(
-                    f"                   {t['name']}: transport {t['lost_transport']}, "
-                    f"queue {t['dropped_queue']}, disk {t['dropped_disk']}"
+                    f"                   {name}: transport {t.get('lost_transport', 0)}, "
+                    f"queue {t.get('dropped_queue', 0)}, disk {t.get('dropped_disk', 0)}, "
+                    f"encoder {t.get('dropped_encode', 0)}"
                 )
+        compressed = {n: t["compressed_to"] for n, t in (s.get("topics") or {}).items()
+                      if t.get("compressed_to")}
+        for name, out in compressed.items():
+            lines.append(f"Compressed:        {name} -> {out}")
         tasks = s.get("tasks") or []
         lines.append(f"Tasks:             {len(tasks)}")
         for task in tasks:
