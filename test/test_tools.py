@@ -152,30 +152,41 @@ def _messages() -> dict[str, tuple[str, list[Msg]]]:
     return out
 
 
-def build_session(directory: Path, split_s: float = 3.0) -> dict[str, tuple[str, list[Msg]]]:
-    """Write the synthetic session with the real SessionWriter; return what was written."""
+def write_session(
+    directory: Path,
+    streams: dict[str, tuple[str, list[Msg]]],
+    tasks: list[TaskEntry],
+    split_s: float = 0.0,
+    lost: dict[str, int] | None = None,
+) -> None:
+    """Write ``streams`` in receive-time order with the real SessionWriter."""
     config = RecordingConfig(chunk_size=64 * 1024, max_bag_duration=split_s, fsync=False)
     manifest = SessionManifest(session_id=directory.name, robot_id="x2-sim",
-                               software_version="test", config_digest="0" * 8)
-    manifest.tasks = [
-        TaskEntry(episode_index=i, task=name, start_ns=T0 + start * MS,
-                  end_ns=None if end is None else T0 + end * MS, outcome=outcome)
-        for i, name, start, end, outcome in TASKS
-    ]
+                               software_version="test", config_digest="0" * 8, tasks=tasks)
     writer = SessionWriter(directory, manifest, config)
-    streams = _messages()
     merged = []
     for topic, (type_name, msgs) in streams.items():
         qos = [make_qos("best_effort" if topic.startswith("/camera") else "reliable")]
-        stats = TopicStats(topic, type_name, received=len(msgs))
-        if topic == "/joint_states":
-            stats.lost_transport = DURATION_S * JOINT_HZ - len(msgs)
+        stats = TopicStats(topic, type_name, received=len(msgs),
+                           lost_transport=(lost or {}).get(topic, 0))
         index = writer.add_topic(topic, type_name, qos, stats)
         merged += [(log, index, pub, seq, data) for log, pub, seq, data in msgs]
     merged.sort(key=lambda m: (m[0], m[1]))
     for log, index, pub, seq, data in merged:
         writer.write(index, log, pub, data, seq)
     writer.close("stopped", ended_ns=merged[-1][0])
+
+
+def build_session(directory: Path, split_s: float = 3.0) -> dict[str, tuple[str, list[Msg]]]:
+    """Write the synthetic session (module doc); return what was written."""
+    tasks = [
+        TaskEntry(episode_index=i, task=name, start_ns=T0 + start * MS,
+                  end_ns=None if end is None else T0 + end * MS, outcome=outcome)
+        for i, name, start, end, outcome in TASKS
+    ]
+    streams = _messages()
+    dropped = DURATION_S * JOINT_HZ - len(streams["/joint_states"][1])
+    write_session(directory, streams, tasks, split_s, lost={"/joint_states": dropped})
     return streams
 
 
@@ -533,6 +544,52 @@ def test_xsq_report_files_and_exit_codes(session: Path, tmp_path: Path,
     assert json.loads(capsys.readouterr().out)["verdict"] == "PASS"
     assert run_cli("report", str(session), "--max-skew-ms", "-1") == 1
     assert "--max-skew-ms" in capsys.readouterr().err
+
+
+def test_report_judges_compressed_cameras(tmp_path: Path) -> None:
+    """Cameras recorded as JPEG (CompressedImage) or H.264 (CompressedVideo, whose first
+    field is a bare Time) are found and their stamps read like raw ones."""
+    from sensor_msgs.msg import CompressedImage
+
+    from xsquare_logger.compress.cdr import serialize_compressed_video
+
+    head, left = [], []
+    for i in range(60):
+        stamp = T0 + i * NS // 30
+        jpeg = CompressedImage(format="jpeg", data=b"\xff\xd8" + bytes(200) + b"\xff\xd9")
+        jpeg.header.stamp.sec, jpeg.header.stamp.nanosec = divmod(stamp, NS)
+        head.append((stamp + CAMERA_LATENCY, stamp, i, serialize_message(jpeg)))
+        video = serialize_compressed_video(divmod(stamp + LEFT_SKEW, NS), "left", bytes(300))
+        left.append((stamp + LEFT_SKEW + 2 * CAMERA_LATENCY, stamp, i, video))
+    streams = {
+        "/camera/head/image_raw/compressed": ("sensor_msgs/msg/CompressedImage", head),
+        "/camera/left_wrist/image_raw/h264": ("foxglove_msgs/msg/CompressedVideo", left),
+    }
+    write_session(tmp_path / "compressed", streams, [])
+    numbers = analyze(scan_session(load_session(tmp_path / "compressed")))
+    assert numbers["cameras"] == {"head": "/camera/head/image_raw/compressed",
+                                  "left_wrist": "/camera/left_wrist/image_raw/h264"}
+    topics = numbers["topics"]
+    assert topics["/camera/head/image_raw/compressed"]["latency_ms"]["p50"] == pytest.approx(12)
+    assert topics["/camera/left_wrist/image_raw/h264"]["latency_ms"]["p50"] == pytest.approx(24)
+    assert numbers["skew_ms"]["cameras"]["left_wrist"]["median_signed"] == pytest.approx(15.0)
+    assert evaluate(numbers, Thresholds())["verdict"] == "PASS"
+
+
+def test_report_scan_memory_is_bounded(session: Path) -> None:
+    """The scan keeps timestamps, not messages: its peak stays far below the data size."""
+    import tracemalloc
+
+    view = load_session(session)
+    scan_session(view)  # imports (rclpy, message classes) happen outside the measurement
+    data = sum(f.stat().st_size for f in session.glob("*.mcap"))
+    tracemalloc.start()
+    try:
+        scan_session(view)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < data / 4, (peak, data)
 
 
 def test_make_report_without_files(session: Path) -> None:

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tablet.cli import add_parsers as add_tablet_parsers
 
     add_tablet_parsers(sub)
+    from .tools.cli import add_parsers as add_tool_parsers
+
+    add_tool_parsers(sub)
 
     p = sub.add_parser("demo", help="sim + recorder for a short session, then `xsq info`")
     p.add_argument("--duration", type=float, default=20.0, help="seconds to record")
@@ -225,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .tablet.cli import run as run_tablet
 
             return run_tablet(args)
+        if args.command in ("tasks", "clip", "report"):
+            from .tools.cli import run as run_tool
+
+            return run_tool(args)
         if args.command == "demo":
             from .demo import run_demo
 

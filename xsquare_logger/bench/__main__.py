@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-humanoid", action="store_true")
     ap.add_argument("--skip-writer", action="store_true")
     ap.add_argument("--skip-tablet", action="store_true")
+    ap.add_argument("--skip-clip", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the session under bench_out/")
     ap.add_argument("--json", type=Path, help="also write all results to this file")
     args = ap.parse_args(argv)
@@ -222,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] writer micro-benchmark", flush=True)
         results["writer"] = writer_bench()
         print_writer(results["writer"])
+    if not args.skip_clip:
+        from ..tools.bench_clip import run as clip_run
+
+        print("[bench] xsq clip vs full-scan copy on a 30 s and a 300 s session", flush=True)
+        results["clip"] = clip_run()
+        print(json.dumps(results["clip"], indent=2))
     if not args.skip_tablet:
         from .tag_latency import run as tag_run
 

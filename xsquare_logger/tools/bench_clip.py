@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mcap.reader import make_reader
+from mcap.reader import NonSeekingReader
 
 from ..bag.mcap_writer import McapWriter
 from ..config import RecordingConfig
@@ -113,7 +113,8 @@ def scan_copy(session_dir: Path, start_ns: int, end_ns: int, out_path: Path) -> 
         for path in sorted(session_dir.glob("*.mcap")):
             with open(path, "rb") as f:
                 channels: dict[int, int] = {}
-                for schema, channel, message in make_reader(f).iter_messages(
+                # Streaming: one chunk in memory at a time, the cheapest full scan there is.
+                for schema, channel, message in NonSeekingReader(f).iter_messages(
                     log_time_order=False
                 ):
                     if not start_ns <= message.log_time <= end_ns:

@@ -201,12 +201,17 @@ def clip_session(
     pad_ns = round(pad_s * _NS)
     start_ns, end_ns = max(0, first - pad_ns), last + pad_ns
 
-    out_dir.mkdir(parents=True)
+    try:
+        out_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise ClipError(f"{out_dir}: cannot create: {exc.strerror}") from None
     try:
         return _write_clip(view, task, start_ns, end_ns, out_dir, opener, pad_s)
-    except BaseException:
+    except BaseException as exc:
         # We created out_dir a moment ago (it did not exist): nothing of anyone else's is in it.
         shutil.rmtree(out_dir, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise ClipError(f"{out_dir}: write failed: {exc}") from None
         raise
 
 
@@ -271,7 +276,10 @@ def _copy_range(
             # Without chunk indexes the reader would scan the whole file; refuse loudly.
             raise ClipError(f"{source.path}: no chunk indexes (run `xsq recover` on the session)")
         if writer is None:
-            compression = _COMPRESSION_NAMES.get(summary.chunk_indexes[0].compression, "zstd")
+            # Keep the source's compression. A chunk that did not shrink is stored
+            # uncompressed whatever the setting, so the first compressed chunk tells.
+            used = next((c.compression for c in summary.chunk_indexes if c.compression), "")
+            compression = _COMPRESSION_NAMES.get(used, "zstd")
             writer = McapWriter(mcap_path, compression=compression)
         channel_map = _register_channels(writer, summary, topics)
         result.files_read.append(source.path.name)

@@ -19,12 +19,11 @@ All times inside are integer nanoseconds; the report shows ms, s and Hz as named
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import re
 import struct
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from mcap.exceptions import McapError
-from mcap.reader import make_reader
+from mcap.reader import NonSeekingReader, make_reader
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import ToolError
@@ -216,13 +215,16 @@ def scan_session(view: SessionView) -> SessionScan:
     for source in view.files:
         try:
             with open(source.path, "rb") as f:
-                reader = make_reader(f)
-                summary = reader.get_summary()
+                summary = make_reader(f).get_summary()
                 by_channel: dict[int, _Acc] = {}
-                if summary is not None:
+                if summary is not None:  # topics without messages are listed too
                     for cid, ch in summary.channels.items():
                         by_channel[cid] = _acc_for(accs, ch, summary.schemas.get(ch.schema_id))
-                for schema, channel, message in reader.iter_messages(log_time_order=False):
+                f.seek(0)
+                # The streaming reader holds one chunk at a time. (The indexed reader in file
+                # order queues every chunk of the file before yielding the first message.)
+                messages = NonSeekingReader(f).iter_messages(log_time_order=False)
+                for schema, channel, message in messages:
                     acc = by_channel.get(channel.id)
                     if acc is None:
                         acc = by_channel[channel.id] = _acc_for(accs, channel, schema)
@@ -363,30 +365,36 @@ def camera_streams(topics: dict[str, TopicSeries]) -> dict[str, str]:
     return {camera: topic for camera, (_rank, topic) in sorted(best.items())}
 
 
+_LOSS_KINDS = ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode")
+
+
 def _losses(scan: SessionScan) -> dict[str, Any]:
+    """Per-topic losses (session.json, else the last SessionStatus) and the status timeline.
+
+    ``fraction`` = lost / (received + lost in transport): ``received`` counts every message
+    the middleware delivered, so a raw camera recorded only compressed (``compressed_to``)
+    is judged on the frames its encoder skipped.
+    """
     manifest = scan.view.manifest
-    per_topic: dict[str, dict[str, int]] = {}
+    per_topic: dict[str, dict[str, Any]] = {}
     if manifest is not None and manifest.topics:
         source = "session.json"
         for name, t in manifest.topics.items():
-            per_topic[name] = {
-                "written": t.written,
-                "lost_transport": t.lost_transport,
-                "dropped_queue": t.dropped_queue,
-                "dropped_disk": t.dropped_disk,
-            }
+            counts = {"received": t.received, "written": t.written}
+            counts |= {k: int(getattr(t, k, 0) or 0) for k in _LOSS_KINDS}
+            per_topic[name] = counts
     elif scan.losses:
         source = "session_status"
         for name, lost in scan.losses[-1].per_topic.items():
             written = scan.topics[name].log_ns.size if name in scan.topics else 0
-            per_topic[name] = {"written": written, "lost": lost}
+            per_topic[name] = {"received": written, "written": written, "lost": lost}
     else:
         source = "none"
     for counts in per_topic.values():
-        lost = sum(v for k, v in counts.items() if k != "written")
-        total = counts["written"] + lost
+        lost = sum(v for k, v in counts.items() if k not in ("received", "written"))
+        seen = max(counts["received"], counts["written"]) + counts.get("lost_transport", 0)
         counts["lost_total"] = lost
-        counts["fraction"] = round(lost / total, 6) if total else 0.0  # type: ignore[assignment]
+        counts["fraction"] = round(lost / seen, 6) if seen else 0.0
     t0 = scan.view.start_ns
     timeline = [
         [round((s.log_ns - t0) / _NS, 3), s.lost_transport, s.dropped_queue, s.dropped_disk]
@@ -398,7 +406,8 @@ def _losses(scan: SessionScan) -> dict[str, Any]:
         "per_topic": per_topic,
         "status_messages": len(scan.losses),
         "status_decoded": scan.status_decoded,
-        "timeline": timeline,  # [offset_s, lost_transport, dropped_queue, dropped_disk]
+        # [offset_s, lost_transport, dropped_queue (+ encoder skips), dropped_disk]
+        "timeline": timeline,
     }
 
 
@@ -519,6 +528,8 @@ def evaluate(numbers: dict[str, Any], thresholds: Thresholds) -> dict[str, Any]:
         _check(checks, "loss", name, frac, th.max_loss_fraction, ok,
                f"{name}: lost {counts['lost_total']} messages ({frac:.4%}) "
                f"> {th.max_loss_fraction:.4%}")
+    total = sum(t.get("count", 0) for t in topics.values())
+    _check(checks, "messages", "session", total, 1, total > 0, "the session holds no messages")
     reasons = [c["message"] for c in checks if not c["ok"]]
     return {
         "verdict": "FAIL" if reasons else "PASS",
@@ -544,13 +555,16 @@ def make_report(
     report.update(evaluate(report, th))
     report["generated_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
     if out_dir is not None:
-        write_report(report, scan, out_dir)
+        try:
+            write_report(report, scan, out_dir)
+        except OSError as exc:
+            raise ReportError(f"{out_dir}: cannot write the report: {exc}") from None
     return report
 
 
 def write_report(report: dict[str, Any], scan: SessionScan, out_dir: Path) -> list[Path]:
     """Write the PNG plots, ``report.json`` and ``report.html`` into ``out_dir``."""
-    from .report_plots import render_plots  # matplotlib: only when files are wanted
+    from .report_plots import render_html, render_plots  # matplotlib only when files are wanted
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = render_plots(scan, report, out_dir)
@@ -560,87 +574,3 @@ def write_report(report: dict[str, Any], scan: SessionScan, out_dir: Path) -> li
     html_path = out_dir / REPORT_HTML
     html_path.write_text(render_html(report), encoding="utf-8")
     return [json_path, html_path, *plots]
-
-
-def _fmt(value: object, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
-        for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def render_html(report: dict[str, Any]) -> str:
-    """A self-explanatory HTML page of the report (PNG plots referenced by file name)."""
-    s = report["session"]
-    verdict = report["verdict"]
-    esc = html.escape
-    reasons = "".join(f"<li>{esc(r)}</li>" for r in report["reasons"]) or "<li>none</li>"
-    topic_rows = []
-    for name, t in report["topics"].items():
-        lat = t.get("latency_ms") or {}
-        topic_rows.append([name, t["type"], t["count"], t.get("rate_hz"), t.get("nominal_hz"),
-                           t.get("jitter_ms"), t.get("gap_count"), t.get("max_gap_s"),
-                           lat.get("p50"), lat.get("p99"), lat.get("max")])
-    skew = report["skew_ms"]
-    skew_rows = []
-    for kind, entries in (("vs " + str(skew["reference_camera"]), skew["cameras"]),
-                          ("vs /joint_states", skew["camera_joint"])):
-        for camera, st in entries.items():
-            st = st or {}
-            skew_rows.append([camera, kind, st.get("median_signed"), st.get("p50"),
-                              st.get("p99"), st.get("max")])
-    gap_rows = [[name, g["offset_s"], g["duration_s"], g["missing"]]
-                for name, t in report["topics"].items() for g in t.get("gaps", [])]
-    loss = report["losses"]
-    loss_rows = [[name, c["written"], c["lost_total"], c["fraction"]]
-                 for name, c in loss["per_topic"].items() if c["lost_total"]]
-    task_rows = [[t["episode_index"], t["task"], t["offset_s"], t["end_offset_s"],
-                  t["outcome"] or "open"] for t in report["tasks"]]
-    th_rows = [[k, v] for k, v in report["thresholds"].items()]
-    images = "".join(f'<figure><img src="{esc(p)}" alt="{esc(p)}"></figure>'
-                     for p in report.get("plots", []))
-    color = "#1a7f37" if verdict == "PASS" else "#cf222e"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{esc(s["session_id"])}: session report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
-td, th {{ border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
-.verdict {{ font-size: 1.6em; font-weight: bold; color: {color}; }}
-img {{ max-width: 100%; }}
-</style></head><body>
-<h1>Session report: {esc(s["session_id"])}</h1>
-<p>{esc(s["path"])}: {s["duration_s"]} s, files {esc(", ".join(s["files"]))};
-generated {esc(report.get("generated_utc", ""))}</p>
-<p class="verdict">{verdict}</p>
-<h2>Reasons</h2><ul>{reasons}</ul>
-<h2>Topics</h2>
-<p>rate = (n − 1) / span; nominal = 1 / median interval; jitter = std of non-gap intervals;
-latency = receive time − header stamp.</p>
-{_table(["topic", "type", "count", "rate Hz", "nominal Hz", "jitter ms", "gaps", "max gap s",
-         "latency p50 ms", "p99 ms", "max ms"], topic_rows)}
-<h2>Skew (header stamps, nearest frame)</h2>
-{_table(["camera", "against", "median signed ms", "|Δ| p50 ms", "p99 ms", "max ms"], skew_rows)}
-<h2>Gaps</h2>
-{_table(["topic", "at +s", "duration s", "missing"], gap_rows)}
-<h2>Losses ({esc(loss["source"])}, total {loss["total"]})</h2>
-{_table(["topic", "written", "lost", "fraction"], loss_rows)}
-<h2>Tasks</h2>
-{_table(["#", "task", "start +s", "end +s", "outcome"], task_rows)}
-<h2>Plots</h2>{images}
-<h2>Thresholds</h2>
-{_table(["threshold", "value"], th_rows)}
-</body></html>
-"""

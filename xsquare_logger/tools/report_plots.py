@@ -1,4 +1,5 @@
-"""PNG plots of `xsq report` (matplotlib, Agg backend: no display needed).
+"""The files of `xsq report`: PNG plots (matplotlib, Agg backend: no display needed) and
+the HTML page that shows them with the numbers.
 
 Every plot shares one x axis, seconds since the session's first message, with the tasks
 shaded, so a dip in a rate or a jump in skew can be tied to what the robot was doing.
@@ -8,6 +9,8 @@ the plots are for seeing, the numbers are in report.json.
 
 from __future__ import annotations
 
+import html
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from .report import (
     nearest_delta,
 )
 
-__all__ = ["render_plots"]
+__all__ = ["render_html", "render_plots"]
 
 _NS = 1e9
 _MS = 1e6
@@ -138,7 +141,7 @@ def _loss_plot(report: dict[str, Any], path: Path) -> Path | None:
         return None
     data = np.asarray(timeline, dtype=float)
     fig, ax = plt.subplots(figsize=(11, 3.5))
-    for col, label in ((1, "lost in transport"), (2, "dropped (queue full)"),
+    for col, label in ((1, "lost in transport"), (2, "dropped (queue full or encoder)"),
                        (3, "dropped (disk)")):
         ax.step(data[:, 0], data[:, col], where="post", label=label)
     ax.set_title("cumulative losses (from /xsquare/session_status)")
@@ -154,3 +157,87 @@ def render_plots(scan: SessionScan, report: dict[str, Any], out_dir: Path) -> li
         _loss_plot(report, out_dir / "losses.png"),
     ]
     return [p for p in made if p is not None]
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-explanatory HTML page of the report (PNG plots referenced by file name)."""
+    s = report["session"]
+    verdict = report["verdict"]
+    esc = html.escape
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in report["reasons"]) or "<li>none</li>"
+    topic_rows = []
+    for name, t in report["topics"].items():
+        lat = t.get("latency_ms") or {}
+        topic_rows.append([name, t["type"], t["count"], t.get("rate_hz"), t.get("nominal_hz"),
+                           t.get("jitter_ms"), t.get("gap_count"), t.get("max_gap_s"),
+                           lat.get("p50"), lat.get("p99"), lat.get("max")])
+    skew = report["skew_ms"]
+    skew_rows = []
+    for kind, entries in (("vs " + str(skew["reference_camera"]), skew["cameras"]),
+                          ("vs /joint_states", skew["camera_joint"])):
+        for camera, st in entries.items():
+            st = st or {}
+            skew_rows.append([camera, kind, st.get("median_signed"), st.get("p50"),
+                              st.get("p99"), st.get("max")])
+    gap_rows = [[name, g["offset_s"], g["duration_s"], g["missing"]]
+                for name, t in report["topics"].items() for g in t.get("gaps", [])]
+    loss = report["losses"]
+    loss_rows = [[name, c["written"], c["lost_total"], c["fraction"]]
+                 for name, c in loss["per_topic"].items() if c["lost_total"]]
+    task_rows = [[t["episode_index"], t["task"], t["offset_s"], t["end_offset_s"],
+                  t["outcome"] or "open"] for t in report["tasks"]]
+    th_rows = [[k, v] for k, v in report["thresholds"].items()]
+    images = "".join(f'<figure><img src="{esc(p)}" alt="{esc(p)}"></figure>'
+                     for p in report.get("plots", []))
+    color = "#1a7f37" if verdict == "PASS" else "#cf222e"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{esc(s["session_id"])}: session report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+.verdict {{ font-size: 1.6em; font-weight: bold; color: {color}; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Session report: {esc(s["session_id"])}</h1>
+<p>{esc(s["path"])}: {s["duration_s"]} s, files {esc(", ".join(s["files"]))};
+generated {esc(report.get("generated_utc", ""))}</p>
+<p class="verdict">{verdict}</p>
+<h2>Reasons</h2><ul>{reasons}</ul>
+<h2>Topics</h2>
+<p>rate = (n − 1) / span; nominal = 1 / median interval; jitter = std of non-gap intervals;
+latency = receive time − header stamp.</p>
+{_table(["topic", "type", "count", "rate Hz", "nominal Hz", "jitter ms", "gaps", "max gap s",
+         "latency p50 ms", "p99 ms", "max ms"], topic_rows)}
+<h2>Skew (header stamps, nearest frame)</h2>
+{_table(["camera", "against", "median signed ms", "|Δ| p50 ms", "p99 ms", "max ms"], skew_rows)}
+<h2>Gaps</h2>
+{_table(["topic", "at +s", "duration s", "missing"], gap_rows)}
+<h2>Losses ({esc(loss["source"])}, total {loss["total"]})</h2>
+{_table(["topic", "written", "lost", "fraction"], loss_rows)}
+<h2>Tasks</h2>
+{_table(["#", "task", "start +s", "end +s", "outcome"], task_rows)}
+<h2>Plots</h2>{images}
+<h2>Thresholds</h2>
+{_table(["threshold", "value"], th_rows)}
+</body></html>
+"""

@@ -1,1 +1,26 @@
-"""Upload of closed sessions to central storage (file:// depot or S3-compatible)."""
+"""Upload of closed sessions to central storage (file:// depot or S3-compatible).
+
+``Uploader`` is the whole pipeline (scan, queue, gate, transfer, verify,
+retention); ``xsq upload`` is its command line. See docs/upload.md.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import UploadConfig
+
+if TYPE_CHECKING:
+    from .uploader import Uploader
+
+__all__ = ["UploadConfig", "Uploader"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: xsquare_logger.config imports upload.config, and loading a config must not
+    # import the uploader (nor boto3).
+    if name == "Uploader":
+        from .uploader import Uploader
+
+        return Uploader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,7 @@ __all__ = [
     "RemoteObject",
     "RemotePart",
     "TransientError",
+    "destination_prefix",
     "open_backend",
 ]
 
@@ -97,6 +98,13 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove an object (no error if absent)."""
+
+
+def destination_prefix(destination: str) -> str:
+    """Key prefix of ``s3://BUCKET/PREFIX`` (``""`` for file:// and for a bare bucket)."""
+    if destination.startswith("s3://"):
+        return destination[len("s3://") :].partition("/")[2].strip("/")
+    return ""
 
 
 def open_backend(

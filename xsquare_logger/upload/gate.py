@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -20,9 +19,6 @@ from .backends import Backend, BackendError
 from .config import GateConfig, parse_time_window
 
 __all__ = ["Gate", "Interface", "read_ssid", "up_interfaces"]
-
-_LOCAL_CACHE_S = 1.0  # the local checks run before every part; a second of staleness is fine
-
 
 class Interface:
     """A network interface as sysfs shows it."""
@@ -116,8 +112,6 @@ class Gate:
         self._now = now
         self._window = parse_time_window(config.time_window)
         self._probe_ok_until = 0.0
-        self._local: tuple[float, str | None] = (-1e9, None)
-        self._lock = threading.Lock()
         self.last_reason: str | None = None  # last closed reason, for status
 
     # -- the parts --------------------------------------------------------------------------
@@ -153,20 +147,17 @@ class Gate:
             return None
         return f"outside the upload window {self.config.time_window} (now {t:%H:%M})"
 
-    def local_reason(self, use_cache: bool = True) -> str | None:
-        """Network, recording and time-window checks (no request to the destination)."""
-        now = time.monotonic()
-        with self._lock:
-            at, reason = self._local
-            if use_cache and now - at < _LOCAL_CACHE_S:
-                return reason
+    def local_reason(self) -> str | None:
+        """Network, recording and time-window checks (no request to the destination).
+
+        Cheap (a few sysfs reads): it runs before every part, so a closing gate
+        pauses the transfer at the next part boundary.
+        """
         reason = self.network_reason()
         if reason is None and not self.config.while_recording and self._is_recording():
             reason = "a session is being recorded (upload.gate.while_recording is false)"
         if reason is None:
             reason = self.window_reason()
-        with self._lock:
-            self._local = (now, reason)
         return reason
 
     def probe_reason(self) -> str | None:
@@ -182,7 +173,7 @@ class Gate:
 
     def check(self) -> str | None:
         """None if uploads may run now, else the reason they may not."""
-        reason = self.local_reason(use_cache=False) or self.probe_reason()
+        reason = self.local_reason() or self.probe_reason()
         self.last_reason = reason
         return reason
 

@@ -142,8 +142,8 @@ class UploadQueue:
         # a lost part record only means that part is sent again.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        with self._tx() as db:
-            db.executescript(_SCHEMA)
+        with self._lock:
+            self._db.executescript(_SCHEMA)  # its own transaction (IF NOT EXISTS: idempotent)
 
     def close(self) -> None:
         with self._lock:

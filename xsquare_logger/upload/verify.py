@@ -26,10 +26,20 @@ from pathlib import Path
 
 from .backends import RemoteObject
 
-__all__ = ["hash_file", "is_md5_etag", "multipart_etag", "verify_object"]
+__all__ = [
+    "VerificationFailed",
+    "hash_file",
+    "is_md5_etag",
+    "multipart_etag",
+    "verify_object",
+]
 
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}(-[0-9]+)?$")
 _BLOCK = 4 * 1024 * 1024
+
+
+class VerificationFailed(Exception):
+    """The remote copy is not proven to match: the session stays local."""
 
 
 def is_md5_etag(etag: str | None) -> bool:
