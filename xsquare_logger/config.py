@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .compress.config import CameraCompression
+from .live.server import LiveConfig
 from .upload.config import UploadConfig
 
 __all__ = [
@@ -158,6 +159,7 @@ class LoggerConfig(_Strict):
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     tablet: TabletConfig = Field(default_factory=TabletConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
 
     @field_validator("data_root")
     @classmethod

@@ -25,6 +25,7 @@ from rclpy.subscription import Subscription
 
 from ..bag.schema import SchemaNotFoundError
 from ..config import LoggerConfig, apply_overrides
+from ..live.server import LiveView
 from ..recording.manifest import SessionManifest
 from ..recording.qos import adapt_subscription
 from ..recording.recorder import (
@@ -115,6 +116,17 @@ class RecorderNode(Node):
         self.subscriptions_by_topic: dict[str, Subscription] = {}
         self._warned: set[str] = set()
         self.create_timer(self.config.recording.discovery_interval, self.discover)
+        self.live: LiveView | None = None
+        if self.config.live.enabled:
+            from ..bag.schema import ros2msg_schema
+
+            self.live = LiveView(self.config.live, ros2msg_schema, name=self.config.robot_id)
+
+    def destroy_node(self) -> None:
+        if self.live is not None:
+            self.live.close()
+            self.live = None
+        super().destroy_node()
 
     # -- session lifecycle ------------------------------------------------------------------
     def start_session(
@@ -145,6 +157,7 @@ class RecorderNode(Node):
                 on_auto_stop=self._auto_stop,
                 visit=visit,
                 task_topics=task_topics,
+                live=self.live,
             )
             self.recorder = recorder
             self.session_dir = session_dir

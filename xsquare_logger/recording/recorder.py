@@ -23,6 +23,7 @@ from .. import __version__
 from ..bag.mcap_writer import McapWriterError
 from ..compress.stage import CompressionStage
 from ..config import LoggerConfig, config_digest
+from ..live.server import LiveView
 from ..tablet.controller import TaskEventData
 from .manifest import SessionManifest, write_manifest
 from .qos import QosDict, make_qos
@@ -104,9 +105,11 @@ class Recorder:
         session_writer_factory: Callable[..., SessionWriter] = SessionWriter,
         visit: dict[str, object] | None = None,
         task_topics: bool = False,
+        live: LiveView | None = None,
     ) -> None:
         self.config = config
         self.rcfg = config.recording
+        self.live = live
         self.session_id = session_id
         self.session_dir = session_dir
         self._status_encoder = status_encoder
@@ -320,6 +323,9 @@ class Recorder:
             except _WRITE_ERRORS as exc:
                 stats.dropped_disk += 1
                 self._disk_error(exc)
+                continue
+            if self.live is not None:
+                self._offer_live(stats, msg, recv)
 
     def _write_event(
         self, event: TaskEventData, event_cdr: bytes, current_task_cdr: bytes | None
@@ -343,6 +349,14 @@ class Recorder:
             write_manifest(self.session_dir, manifest)
         except _WRITE_ERRORS as exc:
             self._disk_error(exc)
+
+    def _offer_live(self, stats: TopicStats, msg: bytes, log_time: int) -> None:
+        try:
+            assert self.live is not None
+            self.live.offer(stats.topic, stats.type, msg, log_time)
+        except Exception:  # the live view is a convenience: it must never stop recording
+            log.exception("live view failed; disabled for this session")
+            self.live = None
 
     def _disk_error(self, exc: Exception) -> None:
         self._disk_failed = True

@@ -63,14 +63,16 @@ def make_session(
         config_digest="sha256:sample",
         started_ns=now,
     )
+    # Small sessions get small chunks: sizes land close to what was asked for.
+    chunk = min(4 * 1024 * 1024, max(64 * 1024, size_bytes // 8))
     cfg = RecordingConfig(
-        compression="none", max_bag_size=max_file_bytes, fsync=False, chunk_size=4 * 1024 * 1024
+        compression="none", max_bag_size=max_file_bytes, fsync=False, chunk_size=chunk
     )
     writer = SessionWriter(data_root / session_id, manifest, cfg)
     stats = TopicStats(TOPIC, TYPE)
     index = writer.add_topic(TOPIC, TYPE, [make_qos()], stats)
     # Distinct payloads (a few) keep every chunk different without generating N bytes of noise.
-    payloads = _payloads(message_bytes, 8, seed)
+    payloads = _payloads(min(message_bytes, max(1024, size_bytes // 16)), 8, seed)
     i = 0
     while writer.bytes_written < size_bytes:
         t = now + i * 33_000_000

@@ -45,7 +45,10 @@ def effective_part_size(size: int, part_size: int) -> int:
 
 
 class FileTransfer:
-    """Uploads files of one destination; parts run on ``pool`` (at most ``concurrency``)."""
+    """Uploads files of one destination; parts run on ``pool`` (at most ``concurrency``).
+
+    Thread-safe: several files may be sent at once (each from its own thread).
+    """
 
     def __init__(
         self,
@@ -67,6 +70,9 @@ class FileTransfer:
         # Set once a server is seen to give multipart objects a plain-MD5 ETag (rclone):
         # then the whole-file MD5 is computed while reading, not in a second pass.
         self.full_md5 = False
+        # Shared by every file sent through this transfer: two files in progress at
+        # once still have at most ``concurrency`` parts (and part buffers) in flight.
+        self._slots = threading.BoundedSemaphore(concurrency)
 
     def send(self, session_id: str, f: FileRow, path: Path, key: str) -> None:
         """Upload ``path`` as ``key`` and record it as uploaded (not yet verified)."""
@@ -113,11 +119,10 @@ class FileTransfer:
         part_md5: dict[int, str] = {}
         errors: list[BaseException] = []
         inflight: set[Future[None]] = set()
-        slots = threading.BoundedSemaphore(self.concurrency)
         paused: str | None = None
 
         def done(fut: Future[None]) -> None:
-            slots.release()
+            self._slots.release()
             if fut.exception() is not None:
                 errors.append(fut.exception())  # type: ignore[arg-type]
 
@@ -139,7 +144,7 @@ class FileTransfer:
                 paused = self.pause_reason()
                 if paused:
                     break
-                slots.acquire()
+                self._slots.acquire()
                 fut = self.pool.submit(
                     self._send_part, session_id, f, key, upload_id, n, (n - 1) * part_size,
                     chunk, part_md5,

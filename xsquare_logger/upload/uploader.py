@@ -74,6 +74,16 @@ _CREDENTIAL_ENV = (
     "AWS_DEFAULT_REGION",
 )
 _PLAIN_MD5_META = "plain_md5_etags:"
+_FILES_AT_ONCE = 2
+
+
+def _severity(exc: BaseException) -> int:
+    """Which of several files' errors describes the session (lowest first)."""
+    order = (PermanentError, VerificationFailed, OSError, TransientError, BackendError, Paused)
+    for rank, kind in enumerate(order):
+        if isinstance(exc, kind):
+            return rank
+    return -1  # anything unexpected (a bug) wins, so it is not hidden
 
 
 def default_queue_path(config: LoggerConfig) -> Path:
@@ -169,6 +179,7 @@ class Uploader:
         self._backend: Backend | None = None
         self._backend_fingerprint = ""
         self._plain_md5 = False
+        self._transfer: FileTransfer | None = None
         limit = self.ucfg.bandwidth_limit
         self._throttle = TokenBucket(limit) if limit else None
         self._prefix = destination_prefix(self.ucfg.destination)
@@ -224,6 +235,13 @@ class Uploader:
             soonest = min(r.next_attempt_ns for r in due) / 1e9 - time.time()
             wait = min(wait, max(0.05, soonest))
         return wait
+
+    def connect(self) -> None:
+        """Open the destination client now (otherwise it opens on first use).
+
+        Raises PermanentError for unusable settings (e.g. a missing credentials file).
+        """
+        self._get_backend()
 
     # -- queries ----------------------------------------------------------------------------
     def backlog(self) -> dict[str, int]:
@@ -365,6 +383,7 @@ class Uploader:
                 self.ucfg.max_concurrency, pause_reason, progress,
             )
             transfer.full_md5 = self._plain_md5
+            self._transfer = transfer
             self._send_session(row, backend, transfer)
         except Paused as exc:
             self.queue.mark_paused(session_id, f"paused: {exc}")
@@ -410,18 +429,59 @@ class Uploader:
             backend.delete(self._key(row, marker.name))
             self.queue.file_reset(sid, marker.name)
         # Data files first, each verified; session.json only once all of them are.
-        for name in [f.name for f in data] + [marker.name]:
+        # Two files go at once so one file's completion and verification overlap the
+        # next file's parts (the part slots are shared: still max_concurrency parts).
+        todo = [f.name for f in data if f.state != FILE_VERIFIED]
+        abort = threading.Event()
+        pause = transfer.pause_reason
+
+        def pause_or_abort() -> str | None:
+            return "another file of the session failed" if abort.is_set() else pause()
+
+        transfer.pause_reason = pause_or_abort
+        errors: list[BaseException] = []
+        pending = list(reversed(todo))
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while not abort.is_set():
+                with lock:
+                    if not pending:
+                        return
+                    name = pending.pop()
+                try:
+                    self._send_file(row, name, backend, transfer)
+                except BaseException as exc:
+                    abort.set()
+                    errors.append(exc)
+
+        threads = [
+            threading.Thread(target=worker, name=f"xsq-upload-file{i}", daemon=True)
+            for i in range(min(_FILES_AT_ONCE, len(todo)))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        transfer.pause_reason = pause
+        if errors:
+            raise min(errors, key=_severity)
+        self._send_file(row, marker.name, backend, transfer)
+
+    def _send_file(
+        self, row: SessionRow, name: str, backend: Backend, transfer: FileTransfer
+    ) -> None:
+        sid = row.session_id
+        f = self.queue.file(sid, name)
+        if f.state == PENDING:
+            transfer.send(sid, f, row.dir / name, self._key(row, name))
             f = self.queue.file(sid, name)
-            if f.state == PENDING:
-                transfer.send(sid, f, row.dir / name, self._key(row, name))
-                f = self.queue.file(sid, name)
-            if f.state == UPLOADED:
-                problem = self._verify_file(row, f, backend)
-                if problem is not None:
-                    self.queue.file_reset(sid, name)
-                    raise VerificationFailed(problem)
-                self.queue.file_verified(sid, name)
-        self._plain_md5 = transfer.full_md5
+        if f.state == UPLOADED:
+            problem = self._verify_file(row, f, backend)
+            if problem is not None:
+                self.queue.file_reset(sid, name)
+                raise VerificationFailed(problem)
+            self.queue.file_verified(sid, name)
 
     def _verify_file(self, row: SessionRow, f: FileRow, backend: Backend) -> str | None:
         """None if the remote object is proven to hold ``f``, else the reason."""
@@ -446,6 +506,8 @@ class Uploader:
                 problem = verify_object(f.name, f.size, f.sha256, remote, expected)
                 if problem is None and not self._plain_md5:
                     self._plain_md5 = True
+                    if self._transfer is not None:
+                        self._transfer.full_md5 = True
                     self.queue.set_meta(_PLAIN_MD5_META + self.ucfg.destination, "1")
         return problem
 

@@ -1,0 +1,87 @@
+"""Live view: a real foxglove-sdk WebSocket server fed by the recorder, read by a
+real WebSocket client speaking the Foxglove protocol."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from helpers import known
+from rclpy.serialization import serialize_message
+
+from xsquare_logger.bag.schema import ros2msg_schema
+from xsquare_logger.config import LoggerConfig, apply_overrides
+from xsquare_logger.recording.qos import make_qos
+from xsquare_logger.recording.recorder import Recorder
+
+websockets_sync = pytest.importorskip("websockets.sync.client")
+LiveViewMod = pytest.importorskip("xsquare_logger.live.server")
+
+
+def _info(seq: int, t: int) -> dict:
+    gid = {"implementation_identifier": "x", "data": b"G" * 16}
+    return {"source_timestamp": t, "received_timestamp": t,
+            "publication_sequence_number": seq, "publisher_gid": gid}
+
+
+def test_live_view_streams_recorded_cdr_and_throttles_cameras(tmp_path: Path) -> None:
+    live_cfg = LiveViewMod.LiveConfig(enabled=True, port=0, camera_rate_hz=10, max_rate_hz=1000)
+    live = LiveViewMod.LiveView(live_cfg, ros2msg_schema, name="test-robot")
+    cfg = apply_overrides(LoggerConfig(), {"recording.disk_reserve_bytes": 0}, "test")
+    rec = Recorder(cfg, tmp_path / "s", "s", live=live)
+    cam = rec.add_topic(known.IMAGE_TOPIC, "sensor_msgs/msg/Image", [make_qos("best_effort")])
+    joints = rec.add_topic(known.JOINT_TOPIC, "sensor_msgs/msg/JointState", [make_qos()])
+    rec.start()
+    frame = serialize_message(known.image(0))
+    js = serialize_message(known.joint_state(0))
+    cam(frame, _info(1, 1_000_000_000))  # creates the channels (nobody watches yet)
+    joints(js, _info(1, 1_000_000_000))
+    try:
+        with websockets_sync.connect(
+            f"ws://127.0.0.1:{live.port}", subprotocols=["foxglove.sdk.v1"], open_timeout=10
+        ) as ws:
+            channels = {}
+            deadline = time.monotonic() + 10
+            while len(channels) < 2 and time.monotonic() < deadline:
+                msg = json.loads(ws.recv(timeout=10))
+                if msg.get("op") == "advertise":
+                    channels.update({c["topic"]: c for c in msg["channels"]})
+            image_ch = channels[known.IMAGE_TOPIC]
+            assert image_ch["encoding"] == "cdr" and image_ch["schemaEncoding"] == "ros2msg"
+            assert image_ch["schemaName"] == "sensor_msgs/msg/Image"
+            ws.send(json.dumps({"op": "subscribe", "subscriptions": [
+                {"id": 1, "channelId": image_ch["id"]},
+                {"id": 2, "channelId": channels[known.JOINT_TOPIC]["id"]},
+            ]}))
+            watched = [live._channels[t] for t in (known.IMAGE_TOPIC, known.JOINT_TOPIC)]
+            while not all(c.has_sinks() for c in watched) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # One second of camera at 30 Hz and joints at 100 Hz, by log time.
+            t0 = 2_000_000_000
+            for i in range(30):
+                cam(frame, _info(i + 2, t0 + i * 33_333_333))
+            for i in range(100):
+                joints(js, _info(i + 2, t0 + i * 10_000_000))
+            got: dict[int, list[bytes]] = {1: [], 2: []}
+            while len(got[1]) < 10 or len(got[2]) < 100:
+                try:
+                    data = ws.recv(timeout=10)
+                except TimeoutError:
+                    raise AssertionError(
+                        f"got {len(got[1])} frames, {len(got[2])} joints; "
+                        f"sent {live.sent}, throttled {live.throttled}"
+                    ) from None
+                if isinstance(data, bytes) and data[0] == 0x01:
+                    sub_id, _ts = struct.unpack_from("<IQ", data, 1)
+                    got[sub_id].append(data[13:])
+    finally:
+        rec.stop()
+        live.close()
+    assert got[1] == [frame] * 10  # 30 frames in 1 s throttled to 10 Hz, bytes unchanged
+    assert got[2] == [js] * 100  # joints under max_rate_hz pass through
+    assert live.throttled == 20
+    manifest_topics = json.loads((tmp_path / "s" / "session.json").read_text())["topics"]
+    assert manifest_topics[known.IMAGE_TOPIC]["written"] == 31  # recording is not throttled
