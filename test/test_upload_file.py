@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from xsquare_logger.config import LoggerConfig, apply_overrides
 from xsquare_logger.upload.sample import make_session
 from xsquare_logger.upload.uploader import Uploader
@@ -122,24 +124,53 @@ def test_file_depot_resumes_from_last_part_in_a_new_process_state(tmp_path: Path
         u.stop()
 
 
-def test_local_file_changed_after_close_is_never_uploaded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["bit-rot", "truncated", "missing"])
+def test_local_file_changed_after_close_is_never_uploaded(tmp_path: Path, damage: str) -> None:
     cfg = make_config(tmp_path, **{"retention.delete_after": 0})
     session = make_session(cfg.data_root, "r7", 7 * MIB)
     mcap = session / (session.name + "_0.mcap")
     data = bytearray(mcap.read_bytes())
-    data[4096] ^= 0x10  # bit rot after close
-    mcap.write_bytes(bytes(data))
+    if damage == "bit-rot":
+        data[4096] ^= 0x10
+        mcap.write_bytes(bytes(data))
+    elif damage == "truncated":
+        mcap.write_bytes(bytes(data[:-100]))
+    else:
+        mcap.unlink()
     u = Uploader(cfg)
     try:
         assert u.run_once() == "failed"
         row = u.queue.session(session.name)
         assert row.error_kind == "permanent"
-        assert "changed since the session was closed" in row.last_error
+        expected = "No such file" if damage == "missing" else "changed since the session was"
+        assert expected in row.last_error and mcap.name in row.last_error
         depot = tmp_path / "depot"
         names = [Path(k).name for k in depot_files(depot)]
         assert mcap.name not in names and "session.json" not in names
         u.wake()
         u.run_once()
-        assert mcap.is_file()  # unverified: never deleted
+        assert session.is_dir()  # unverified: never deleted
+        assert u.queue.session(session.name).state == "failed"
+    finally:
+        u.stop()
+
+
+def test_retry_takes_a_fresh_look_at_a_repaired_session(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    session = make_session(cfg.data_root, "r7", 1 * MIB)
+    u = Uploader(cfg)
+    try:
+        assert u.scan() == [session.name]
+        marker = session / "session.json"
+        doc = json.loads(marker.read_text())
+        doc["close_reason"] = "stopped (note added by an operator tool)"
+        marker.write_text(json.dumps(doc, indent=2) + "\n")  # after it was queued
+        assert u.run_once() == "failed"
+        assert "session.json changed since" in u.queue.session(session.name).last_error
+        assert u.retry(session.name).state == "queued"
+        assert u.run_once() == "verified"
+        row = u.queue.session(session.name)
+        stored = tmp_path / "depot" / row.remote_prefix / "session.json"
+        assert stored.read_bytes() == marker.read_bytes()
     finally:
         u.stop()

@@ -2,12 +2,15 @@
 
 Fakes, and why: ``/sys`` is a temp tree (interface state cannot be changed here);
 the SSID reader is a function returning a name (there is no Wi-Fi here); the
-clock of the time-window check is a fixed datetime. Everything else is real.
+clock of the time-window check is a fixed datetime; the gate's destination is a
+stub that fails the test if the local checks ever contact it. Everything else
+(queue, sessions, retention deletes) is real.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -45,12 +48,12 @@ class _NeverProbed:
         raise AssertionError("local checks must not contact the destination")
 
 
-def gate(root: Path, **cfg: object) -> Gate:
+def gate(root: Path, recording: bool = False, **cfg: object) -> Gate:
     ssids = {"wlan0": "HomeNet", "wlan1": None}
     return Gate(
         GateConfig(sysfs_root=root, **cfg),  # type: ignore[arg-type]
         backend=lambda: _NeverProbed(),  # type: ignore[arg-type,return-value]
-        is_recording=lambda: False,
+        is_recording=lambda: recording,
         ssid_reader=ssids.get,
         now=lambda: datetime(2026, 1, 1, 23, 30),
     )
@@ -84,12 +87,8 @@ def test_gate_time_window_and_recording(tmp_path: Path) -> None:
     assert gate(wifi, time_window="01:00-05:00").local_reason() == (
         "outside the upload window 01:00-05:00 (now 23:30)"
     )
-    g = gate(wifi)
-    g._is_recording = lambda: True
-    assert "being recorded" in (g.local_reason() or "")
-    g2 = gate(wifi, while_recording=True)
-    g2._is_recording = lambda: True
-    assert g2.local_reason() is None
+    assert "being recorded" in (gate(wifi, recording=True).local_reason() or "")
+    assert gate(wifi, recording=True, while_recording=True).local_reason() is None
 
 
 # --- verification rules ------------------------------------------------------------------
@@ -167,7 +166,7 @@ def test_retention_keeps_a_session_whose_remote_copy_fails_reverification(tmp_pa
 # --- scan --------------------------------------------------------------------------------
 
 
-def test_scan_refuses_open_or_inconsistent_sessions(tmp_path: Path) -> None:
+def test_scan_refuses_open_or_crashed_sessions(tmp_path: Path) -> None:
     d = make_session(tmp_path, "r1", 100_000)
     s = describe_session(d)
     assert s.files[0].name == "metadata.yaml"
@@ -176,9 +175,10 @@ def test_scan_refuses_open_or_inconsistent_sessions(tmp_path: Path) -> None:
     with pytest.raises(SessionNotReady, match="still being written"):
         describe_session(d)
     (d / "x.mcap.active").unlink()
-    mcap = d / f"{d.name}_0.mcap"
-    mcap.write_bytes(mcap.read_bytes() + b"x")
-    with pytest.raises(SessionNotReady, match=r"session\.json says"):
+    manifest = json.loads((d / "session.json").read_text())
+    manifest["state"] = "recording"  # crashed, not yet recovered
+    (d / "session.json").write_text(json.dumps(manifest))
+    with pytest.raises(SessionNotReady, match="not closed"):
         describe_session(d)
 
 
@@ -211,7 +211,8 @@ def test_credentials_file_errors_are_clear(tmp_path: Path) -> None:
         load_credentials_file(f, "robot")
     f.write_text("[robot]\naws_access_key_id = AK\naws_secret_access_key = SK\n")
     assert load_credentials_file(f, "robot") == {
-        "aws_access_key_id": "AK", "aws_secret_access_key": "SK",
+        "aws_access_key_id": "AK",
+        "aws_secret_access_key": "SK",
     }
 
 

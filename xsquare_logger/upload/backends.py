@@ -82,7 +82,10 @@ class Backend(Protocol):
     def upload_part(
         self, key: str, upload_id: str, number: int, offset: int, data: bytes, md5_hex: str
     ) -> str:
-        """Send part ``number`` (1-based; bytes ``offset``.. of the file); returns its ETag."""
+        """Send part ``number`` (1-based; bytes ``offset``.. of the file); returns its ETag.
+
+        ``md5_hex`` is the part's MD5 for the server to check, or ``""`` for none.
+        """
 
     def list_parts(self, key: str, upload_id: str) -> dict[int, RemotePart]:
         """Parts the destination holds for an upload; :class:`NoSuchUpload` if it is gone."""

@@ -37,7 +37,10 @@ def add_parser(sub: _SubParsers) -> None:
     common.add_argument("--data-root", type=Path, help="directory holding session folders")
     common.add_argument("--destination", help="override upload.destination (file://, s3://)")
     common.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override any config field, e.g. --set upload.part_size=33554432",
     )
     p = sub.add_parser(
@@ -96,8 +99,7 @@ def run(args: argparse.Namespace, config: LoggerConfig | None = None) -> int:
             return _retry(uploader, args.sessions)
         return _now(uploader, args.sessions, args.attempts, not args.no_progress)
     except KeyboardInterrupt:
-        print("xsq upload: interrupted; completed parts are kept for the next try",
-              file=sys.stderr)
+        print("xsq upload: interrupted; completed parts are kept for the next try", file=sys.stderr)
         return 130
     finally:
         uploader.stop()
@@ -165,9 +167,7 @@ def _status(cfg: LoggerConfig, as_json: bool) -> int:
         at = datetime.fromtimestamp(gate["at_ns"] / 1e9).strftime("%Y-%m-%d %H:%M:%S")
         state = "open" if gate["open"] else f"closed: {gate['reason']}"
         console.print(f"gate: {state} (uploader checked at {at})", markup=False)
-    console.print(
-        f"backlog: {backlog['sessions']} session(s), {_human(backlog['bytes'])} left"
-    )
+    console.print(f"backlog: {backlog['sessions']} session(s), {_human(backlog['bytes'])} left")
     table = Table(show_lines=False)
     for col in ("session", "state", "size", "left", "tries", "last error"):
         table.add_column(col)
@@ -176,8 +176,12 @@ def _status(cfg: LoggerConfig, as_json: bool) -> int:
         if r.state == QUEUED and r.next_attempt_ns > time.time_ns():
             err = f"retry at {datetime.fromtimestamp(r.next_attempt_ns / 1e9):%H:%M:%S}: {err}"
         table.add_row(
-            r.session_id, r.state, _human(r.total_bytes), _human(r.bytes_left),
-            str(r.attempts), err,
+            r.session_id,
+            r.state,
+            _human(r.total_bytes),
+            _human(r.bytes_left),
+            str(r.attempts),
+            err,
         )
     console.print(table)
     return 0
@@ -207,8 +211,10 @@ def _now(uploader: Any, sessions: list[str], attempts: int, progress: bool) -> i
         for sid in sessions:
             row = q.session(sid)
             if row is None:
-                print(f"xsq upload now: no closed session {sid!r} under "
-                      f"{uploader.data_root}", file=sys.stderr)
+                print(
+                    f"xsq upload now: no closed session {sid!r} under {uploader.data_root}",
+                    file=sys.stderr,
+                )
                 return 1
             rows.append(row)
     else:
@@ -249,8 +255,10 @@ def _now_one(uploader: Any, row: SessionRow, attempts: int, bar: _Bar) -> int:
     progress()
     dt = time.monotonic() - t0
     if outcome in ("verified", "deleted"):
-        bar.print(f"{sid}: {outcome} ({_human(row.total_bytes)} in {dt:.1f} s) -> "
-                  f"{current.destination.rstrip('/')}/{current.remote_prefix}")
+        bar.print(
+            f"{sid}: {outcome} ({_human(row.total_bytes)} in {dt:.1f} s) -> "
+            f"{current.destination.rstrip('/')}/{current.remote_prefix}"
+        )
         return 0
     if outcome == "busy":
         bar.print(f"{sid}: being uploaded by another uploader process; see `xsq upload status`")
@@ -278,8 +286,11 @@ class _Bar:
             )
 
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TimeRemainingColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
             )
             self._progress.start()
         return self

@@ -67,8 +67,9 @@ class GateConfig(_Strict):
         False, description="Upload while a session is being recorded (competes for disk/CPU)."
     )
     time_window: str = Field(
-        "", description="Upload only within HH:MM-HH:MM local time (may wrap midnight); "
-        "empty = always."
+        "",
+        description="Upload only within HH:MM-HH:MM local time (may wrap midnight); "
+        "empty = always.",
     )
     probe_interval: float = Field(
         30.0, gt=0, description="Seconds a successful 'destination answers' check stays valid."
@@ -106,7 +107,9 @@ class S3Config(_Strict):
         None, description="PEM file of CA certificates to trust (private CA)."
     )
     addressing_style: Literal["path", "virtual", "auto"] = Field(
-        "path", description="path works with MinIO/Ceph/most gateways; virtual for AWS only."
+        "path",
+        description="path: https://host/bucket/key (MinIO, Ceph, gateways, AWS); "
+        "virtual: https://bucket.host/key.",
     )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
     read_timeout: float = Field(60.0, gt=0, description="Seconds without a byte from the server.")
@@ -149,9 +152,7 @@ class UploadConfig(_Strict):
     """Where closed sessions go and when they may leave the robot."""
 
     enabled: bool = Field(True, description="Run the uploader in `xsq run`.")
-    destination: str = Field(
-        "file://data/depot", description="file://PATH or s3://BUCKET/PREFIX."
-    )
+    destination: str = Field("file://data/depot", description="file://PATH or s3://BUCKET/PREFIX.")
     queue_path: Path | None = Field(
         None, description="SQLite upload queue; default <data_root>/.upload/queue.db."
     )

@@ -127,7 +127,7 @@ class FileBackend:
             # The marker appears only once the bytes are durable: list_parts never lies.
             marker = d / f"part-{number:05d}"
             tmp = marker.with_suffix(".tmp")
-            tmp.write_text(f"{len(data)} {md5_hex}\n", encoding="ascii")
+            tmp.write_text(f"{len(data)} {md5_hex or '-'}\n", encoding="ascii")
             os.replace(tmp, marker)
         except OSError as exc:
             raise self._io(f"writing part {number} of {key}", exc) from None
@@ -142,7 +142,7 @@ class FileBackend:
             if marker.suffix == ".tmp":
                 continue
             size, etag = marker.read_text(encoding="ascii").split()
-            parts[int(marker.name[len("part-") :])] = RemotePart(int(size), etag)
+            parts[int(marker.name[len("part-") :])] = RemotePart(int(size), etag.strip("-"))
         return parts
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> str:

@@ -20,6 +20,7 @@ from .config import GateConfig, parse_time_window
 
 __all__ = ["Gate", "Interface", "read_ssid", "up_interfaces"]
 
+
 class Interface:
     """A network interface as sysfs shows it."""
 

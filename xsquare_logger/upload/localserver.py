@@ -5,6 +5,12 @@ credentials are chosen at run time; the credentials live only in this object and
 in the child's command line (never in the repo, never logged). rclone keeps
 in-progress multipart uploads and object metadata in memory: a restart loses
 both (the uploader copes with that; the tests rely on it).
+
+By default rclone streams a multipart upload's parts, in order, into one file,
+so a client killed in the middle of a part can spoil the whole upload (rclone
+then fails it and the uploader starts that file over). Real S3 servers keep
+parts independently; ``STORE_PARTS`` (``--disable-multipart-streaming``: parts
+are held in memory until completion) makes rclone behave like them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["LocalS3Server", "find_rclone", "free_port"]
+__all__ = ["STORE_PARTS", "LocalS3Server", "find_rclone", "free_port"]
+
+STORE_PARTS = ("--disable-multipart-streaming",)
 
 
 def find_rclone() -> str:
@@ -42,9 +50,15 @@ def free_port() -> int:
 class LocalS3Server:
     """``rclone serve s3`` serving ``root`` (one folder per bucket) on a free local port."""
 
-    def __init__(self, root: Path, buckets: tuple[str, ...] = ("sessions",)) -> None:
+    def __init__(
+        self,
+        root: Path,
+        buckets: tuple[str, ...] = ("sessions",),
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.root = root
         self.buckets = buckets
+        self.extra_args = extra_args
         self.port = free_port()
         # rclone refuses very short access key ids; these look like AWS ones.
         self.access_key = "XSQ" + secrets.token_hex(8).upper()
@@ -73,9 +87,19 @@ class LocalS3Server:
         env["RCLONE_CONFIG"] = os.devnull
         with open(self.log, "ab") as log:
             self._proc = subprocess.Popen(
-                [find_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
-                 str(self.root)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
+                [
+                    find_rclone(),
+                    "serve",
+                    "s3",
+                    "--addr",
+                    f"127.0.0.1:{self.port}",
+                    *self.extra_args,
+                    str(self.root),
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -259,14 +259,22 @@ class UploadQueue:
 
     def mark_failed(self, session_id: str, error: str, kind: str, fingerprint: str) -> None:
         self._update(
-            session_id, state=FAILED, last_error=error, error_kind=kind,
+            session_id,
+            state=FAILED,
+            last_error=error,
+            error_kind=kind,
             failed_fingerprint=fingerprint,
         )
 
     def mark_verified(self, session_id: str) -> None:
         self._update(
-            session_id, state=VERIFIED, verified_ns=time.time_ns(), last_error=None,
-            error_kind=None, attempts=0, next_attempt_ns=0,
+            session_id,
+            state=VERIFIED,
+            verified_ns=time.time_ns(),
+            last_error=None,
+            error_kind=None,
+            attempts=0,
+            next_attempt_ns=0,
         )
 
     def mark_deleted(self, session_id: str) -> None:
@@ -296,15 +304,43 @@ class UploadQueue:
             )
             db.execute("DELETE FROM parts WHERE session_id=?", (session_id,))
 
+    def refresh(self, session: LocalSession) -> None:
+        """Take size and sha256 of files not yet verified from a fresh look at the session."""
+        with self._tx() as db:
+            for f in session.files:
+                cur = db.execute(
+                    "UPDATE files SET size=?, sha256=?, state=?, upload_id=NULL, part_size=NULL,"
+                    " etag=NULL, expected_etags=NULL, bytes_done=0"
+                    " WHERE session_id=? AND name=? AND state!=? AND (size!=? OR sha256!=?)",
+                    (
+                        f.size,
+                        f.sha256,
+                        PENDING,
+                        session.session_id,
+                        f.name,
+                        FILE_VERIFIED,
+                        f.size,
+                        f.sha256,
+                    ),
+                )
+                if cur.rowcount:
+                    db.execute(
+                        "DELETE FROM parts WHERE session_id=? AND name=?",
+                        (session.session_id, f.name),
+                    )
+            db.execute(
+                "UPDATE sessions SET total_bytes=(SELECT SUM(size) FROM files WHERE"
+                " session_id=?) WHERE session_id=?",
+                (session.session_id, session.session_id),
+            )
+
     # -- files ------------------------------------------------------------------------------
     def files(self, session_id: str) -> list[FileRow]:
         rows = self._query("SELECT * FROM files WHERE session_id=? ORDER BY ord", (session_id,))
         return [FileRow(**dict(r)) for r in rows]
 
     def file(self, session_id: str, name: str) -> FileRow:
-        rows = self._query(
-            "SELECT * FROM files WHERE session_id=? AND name=?", (session_id, name)
-        )
+        rows = self._query("SELECT * FROM files WHERE session_id=? AND name=?", (session_id, name))
         return FileRow(**dict(rows[0]))
 
     def start_multipart(self, session_id: str, name: str, upload_id: str, part_size: int) -> None:
@@ -314,9 +350,7 @@ class UploadQueue:
                 " WHERE session_id=? AND name=?",
                 (upload_id, part_size, session_id, name),
             )
-            db.execute(
-                "DELETE FROM parts WHERE session_id=? AND name=?", (session_id, name)
-            )
+            db.execute("DELETE FROM parts WHERE session_id=? AND name=?", (session_id, name))
 
     def add_part(
         self, session_id: str, name: str, upload_id: str, part: PartRow, sent: bool

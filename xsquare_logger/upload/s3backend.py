@@ -190,6 +190,9 @@ class S3Backend:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if code == "NoSuchUpload":
                 return NoSuchUpload(f"{where}: multipart upload is gone")
+            if code in ("InvalidPart", "InvalidPartOrder") and what.startswith("completion"):
+                # Retrying the same part list cannot succeed: start the file over.
+                return NoSuchUpload(f"{where}: server refused the part list ({code})")
             if code in _PERMANENT:
                 return PermanentError(f"{where}: {_PERMANENT[code]} ({code})")
             if status == 403 or code == "403":
@@ -255,7 +258,7 @@ class S3Backend:
             UploadId=upload_id,
             PartNumber=number,
             Body=self._body(data),
-            ContentMD5=_hex_to_b64(md5_hex),
+            **({"ContentMD5": _hex_to_b64(md5_hex)} if md5_hex else {}),
         )
         return _unquote(r.get("ETag"))
 

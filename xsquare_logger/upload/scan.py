@@ -123,16 +123,8 @@ def describe_session(directory: Path) -> LocalSession:
         raise SessionNotReady(f"{directory}: locked by a recorder")
     listed = {f.path: f for f in manifest.files}
     files: list[LocalFile] = []
-    for entry in manifest.files:
-        path = directory / entry.path
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise SessionNotReady(f"{path}: listed in session.json but missing") from None
-        if size != entry.size:
-            raise SessionNotReady(
-                f"{path}: {size} bytes on disk, session.json says {entry.size}"
-            )
+    # A listed file that is missing or changed is not refused here: the session is
+    # queued and its upload fails with that reason, where the operator sees it.
     others = sorted(
         p.name
         for p in directory.iterdir()

@@ -67,9 +67,13 @@ class FileTransfer:
         self.concurrency = concurrency
         self.pause_reason = pause_reason
         self.progress = progress or (lambda: None)
-        # Set once a server is seen to give multipart objects a plain-MD5 ETag (rclone):
-        # then the whole-file MD5 is computed while reading, not in a second pass.
-        self.full_md5 = False
+        # How the destination's ETags are checked decides which MD5 we compute (one MD5
+        # pass per byte, never two: on 2 cores hashing competes with sending):
+        # False: S3's md5-of-part-md5s ("-N") ETag; each part goes with Content-MD5.
+        # True: the server gives a multipart object the MD5 of the whole file (rclone);
+        #   the reader hashes the whole file, parts go without Content-MD5, and the
+        #   whole-file ETag check after completion catches any damaged part.
+        self.whole_file_etag = False
         # Shared by every file sent through this transfer: two files in progress at
         # once still have at most ``concurrency`` parts (and part buffers) in flight.
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -115,7 +119,8 @@ class FileTransfer:
         known = self.queue.parts(session_id, f.name, upload_id)
         n_parts = max(1, math.ceil(f.size / part_size))
         sha = hashlib.sha256()
-        full_md5 = hashlib.md5() if self.full_md5 else None
+        whole = self.whole_file_etag
+        full_md5 = hashlib.md5() if whole else None
         part_md5: dict[int, str] = {}
         errors: list[BaseException] = []
         inflight: set[Future[None]] = set()
@@ -137,7 +142,8 @@ class FileTransfer:
                     full_md5.update(chunk)
                 have = self._have_part(session_id, f, upload_id, n, chunk, remote, known)
                 if have is not None:
-                    part_md5[n] = have
+                    # A part recorded in whole-file mode has no MD5 of its own yet.
+                    part_md5[n] = have or ("" if whole else hashlib.md5(chunk).hexdigest())
                     continue
                 if errors:
                     break
@@ -146,8 +152,16 @@ class FileTransfer:
                     break
                 self._slots.acquire()
                 fut = self.pool.submit(
-                    self._send_part, session_id, f, key, upload_id, n, (n - 1) * part_size,
-                    chunk, part_md5,
+                    self._send_part,
+                    session_id,
+                    f,
+                    key,
+                    upload_id,
+                    n,
+                    (n - 1) * part_size,
+                    chunk,
+                    part_md5,
+                    whole,
                 )
                 inflight.add(fut)
                 fut.add_done_callback(done)
@@ -180,9 +194,10 @@ class FileTransfer:
             raise TransientError(
                 f"{key}: upload vanished before completion; sending again"
             ) from None
-        expected = [multipart_etag([parts[n].md5 for n in range(1, n_parts + 1)])]
         if full_md5 is not None:
-            expected.append(full_md5.hexdigest())
+            expected = [full_md5.hexdigest()]
+        else:
+            expected = [multipart_etag([part_md5[n] for n in range(1, n_parts + 1)])]
         self.queue.file_uploaded(session_id, f.name, etag, expected, 0)
         self.progress()
 
@@ -223,10 +238,11 @@ class FileTransfer:
         offset: int,
         chunk: bytes,
         part_md5: dict[int, str],
+        whole: bool,
     ) -> None:
-        md5 = hashlib.md5(chunk).hexdigest()
+        md5 = "" if whole else hashlib.md5(chunk).hexdigest()
         etag = self.backend.upload_part(key, upload_id, n, offset, chunk, md5)
-        if is_md5_etag(etag) and etag.lower() != md5:
+        if md5 and is_md5_etag(etag) and etag.lower() != md5:
             raise TransientError(f"{key} part {n}: server stored ETag {etag}, sent MD5 {md5}")
         self.queue.add_part(session_id, f.name, upload_id, PartRow(n, len(chunk), md5, etag), True)
         part_md5[n] = md5
@@ -240,6 +256,8 @@ class FileTransfer:
         n_parts = max(1, math.ceil(f.size / part_size))
         if sorted(known) != list(range(1, n_parts + 1)):
             return False
+        if any(not known[n].md5 for n in known):
+            return False  # sent in whole-file mode: the full MD5 died with the process
         expected = [multipart_etag([known[n].md5 for n in range(1, n_parts + 1)])]
         remote = self.backend.head(key)
         if remote is None or verify_object(f.name, f.size, f.sha256, remote, expected):

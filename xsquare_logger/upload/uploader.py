@@ -75,6 +75,7 @@ _CREDENTIAL_ENV = (
 )
 _PLAIN_MD5_META = "plain_md5_etags:"
 _FILES_AT_ONCE = 2
+_VERIFY_ATTEMPTS = 3  # a freshly sent file that does not verify is sent again this often
 
 
 def _severity(exc: BaseException) -> int:
@@ -311,8 +312,13 @@ class Uploader:
         if self._backend is None or fp != self._backend_fingerprint:
             self._backend = open_backend(self.ucfg, self._throttle, self._stop.is_set)
             self._backend_fingerprint = fp
-            self._plain_md5 = self.queue.get_meta(_PLAIN_MD5_META + self.ucfg.destination) == "1"
+            self._plain_md5 = self.queue.get_meta(self._etag_style_key()) == "1"
         return self._backend
+
+    def _etag_style_key(self) -> str:
+        # A property of the server and bucket, not of the prefix: learned once per robot.
+        bucket = self.ucfg.destination.removeprefix("s3://").partition("/")[0]
+        return f"{_PLAIN_MD5_META}{self.ucfg.s3.endpoint_url}|{bucket}"
 
     def retry(self, session_id: str) -> SessionRow:
         """Operator retry: a failed (or waiting) session goes back to the queue at once."""
@@ -321,9 +327,18 @@ class Uploader:
             self.scan()
             row = self.queue.session(session_id)
         if row is None:
-            raise KeyError(f"no session {session_id!r} in the upload queue or under "
-                           f"{self.data_root} (is it closed?)")
+            raise KeyError(
+                f"no session {session_id!r} in the upload queue or under "
+                f"{self.data_root} (is it closed?)"
+            )
         if row.state in (FAILED, QUEUED, UPLOADING):
+            if row.dir.is_dir():
+                # The operator may have repaired the session (e.g. `xsq recover`):
+                # hashes we took ourselves (metadata.yaml, session.json) are taken again.
+                try:
+                    self.queue.refresh(describe_session(row.dir))
+                except SessionNotReady as exc:
+                    log.warning("retry of %s: %s", session_id, exc)
             self.queue.requeue(session_id)
         return self.queue.session(session_id)  # type: ignore[return-value]
 
@@ -359,11 +374,14 @@ class Uploader:
         row = self.queue.session(session_id)
         if row is None:
             raise KeyError(f"no session {session_id!r} in the upload queue")
-        if row.state in (VERIFIED, DELETED):
+        moved = row.destination != self.ucfg.destination
+        if row.state == DELETED or (row.state == VERIFIED and not (moved and force)):
+            # A session verified at an earlier destination is safe there; it goes to the
+            # new one only when asked for by name (`xsq upload now SESSION`).
             return row.state
         try:
             backend = self._get_backend()
-            if row.destination != self.ucfg.destination:
+            if moved:
                 # The operator pointed the robot elsewhere: start over at the new place.
                 prefix = remote_prefix(self._prefix, describe_session(row.dir))
                 self.queue.restart_destination(session_id, self.ucfg.destination, prefix)
@@ -379,10 +397,15 @@ class Uploader:
                 return None if force else self.gate.local_reason()
 
             transfer = FileTransfer(
-                backend, self.queue, self._pool, self.ucfg.part_size,
-                self.ucfg.max_concurrency, pause_reason, progress,
+                backend,
+                self.queue,
+                self._pool,
+                self.ucfg.part_size,
+                self.ucfg.max_concurrency,
+                pause_reason,
+                progress,
             )
-            transfer.full_md5 = self._plain_md5
+            transfer.whole_file_etag = self._plain_md5
             self._transfer = transfer
             self._send_session(row, backend, transfer)
         except Paused as exc:
@@ -480,6 +503,10 @@ class Uploader:
             problem = self._verify_file(row, f, backend)
             if problem is not None:
                 self.queue.file_reset(sid, name)
+                if row.attempts + 1 < _VERIFY_ATTEMPTS:
+                    # Just sent and not matching: most likely damaged on the way (parts sent
+                    # without Content-MD5 are checked only here). Send it again, later.
+                    raise TransientError(f"{problem}; sending the file again")
                 raise VerificationFailed(problem)
             self.queue.file_verified(sid, name)
 
@@ -507,8 +534,21 @@ class Uploader:
                 if problem is None and not self._plain_md5:
                     self._plain_md5 = True
                     if self._transfer is not None:
-                        self._transfer.full_md5 = True
-                    self.queue.set_meta(_PLAIN_MD5_META + self.ucfg.destination, "1")
+                        self._transfer.whole_file_etag = True
+                    self.queue.set_meta(self._etag_style_key(), "1")
+        elif (
+            problem is not None
+            and self._plain_md5
+            and remote is not None
+            and "-" in (remote.etag or "")
+            and not multipart
+        ):
+            # The server behind this endpoint now builds S3-style "-N" ETags: unlearn,
+            # so the file is sent again with per-part MD5s (this attempt cannot verify).
+            self._plain_md5 = False
+            if self._transfer is not None:
+                self._transfer.whole_file_etag = False
+            self.queue.set_meta(self._etag_style_key(), "0")
         return problem
 
     def verify_remote(self, session_id: str) -> str | None:
@@ -536,6 +576,9 @@ class Uploader:
         try:
             return self.verify_remote(row.session_id)
         except (TransientError, PermanentError) as exc:
-            log.info("could not re-verify %s before deleting (%s); earlier check stands",
-                     row.session_id, exc)
+            log.info(
+                "could not re-verify %s before deleting (%s); earlier check stands",
+                row.session_id,
+                exc,
+            )
             return None
