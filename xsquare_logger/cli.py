@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tools.cli import add_parsers as add_tool_parsers
 
     add_tool_parsers(sub)
+    from .upload.cli import add_parser as add_upload_parser
+
+    add_upload_parser(sub)
 
     p = sub.add_parser("demo", help="sim + recorder for a short session, then `xsq info`")
     p.add_argument("--duration", type=float, default=20.0, help="seconds to record")
@@ -228,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .tablet.cli import run as run_tablet
 
             return run_tablet(args)
+        if args.command == "upload":
+            from .upload.cli import run as run_upload
+
+            return run_upload(args)
         if args.command in ("tasks", "clip", "report"):
             from .tools.cli import run as run_tool
 

@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-writer", action="store_true")
     ap.add_argument("--skip-tablet", action="store_true")
     ap.add_argument("--skip-clip", action="store_true")
+    ap.add_argument("--skip-upload", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the session under bench_out/")
     ap.add_argument("--json", type=Path, help="also write all results to this file")
     args = ap.parse_args(argv)
@@ -223,6 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] writer micro-benchmark", flush=True)
         results["writer"] = writer_bench()
         print_writer(results["writer"])
+    if not args.skip_upload:
+        from ..upload.bench import run as upload_run
+
+        print("[bench] upload: 1 GiB session to a local S3 server vs boto3 upload_file; "
+              "kill at 50%; 100 robots", flush=True)
+        results["upload"] = upload_run()
+        print(json.dumps(results["upload"], indent=2))
     if not args.skip_clip:
         from ..tools.bench_clip import run as clip_run
 

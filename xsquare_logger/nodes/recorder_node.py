@@ -108,6 +108,7 @@ class RecorderNode(Node):
         self.auto_stop_reason: str | None = None
         self.auto_stopped = threading.Event()
         self.on_auto_stop: list[Callable[[str], None]] = []
+        self.on_session_closed: list[Callable[[SessionManifest], None]] = []
         self._lock = threading.RLock()
         self._status_pub = self.create_publisher(
             _msg_class("xsquare_logger_msgs/msg/SessionStatus"), STATUS_TOPIC, _status_qos()
@@ -177,6 +178,8 @@ class RecorderNode(Node):
             self.subscriptions_by_topic.clear()
             manifest = recorder.stop(self.auto_stop_reason or reason)
             self.recorder = None
+            for callback in self.on_session_closed:
+                callback(manifest)
             self.get_logger().info(
                 f"session {manifest.session_id} closed ({manifest.close_reason}); "
                 f"{manifest.drops.get('total', 0)} messages lost"

@@ -14,7 +14,7 @@ import logging
 import shutil
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -83,6 +83,8 @@ class RosSessionController:
         self._task_pub = node.create_publisher(String, CURRENT_TASK_TOPIC, _latched(1))
         self.last_error = ""
         self.on_session_lost: list[Any] = []
+        # Set by the stack when the uploader runs: sessions waiting to leave the robot.
+        self.upload_backlog: Callable[[], int] = lambda: 0
         node.on_auto_stop.append(self._recorder_stopped_itself)
 
     def start_session(self, visit: VisitInfo, stamp_ns: int) -> str:
@@ -116,6 +118,13 @@ class RosSessionController:
             raise ControllerError("no session is recording")
         return path
 
+    def _backlog(self) -> int:
+        try:
+            return int(self.upload_backlog())
+        except Exception:  # the status must not fail because the upload queue is busy
+            log.exception("upload backlog unavailable")
+            return 0
+
     def _recorder_stopped_itself(self, reason: str) -> None:
         # Called on the writer thread: finalize from another thread, then tell the bridge.
         self.last_error = reason
@@ -136,7 +145,10 @@ class RosSessionController:
             free = 0
         if recorder is None:
             return RecordingStatus(
-                recording=False, disk_free_bytes=free, last_error=self.last_error
+                recording=False,
+                disk_free_bytes=free,
+                last_error=self.last_error,
+                upload_backlog=self._backlog(),
             )
         snap = recorder.last_status or recorder.snapshot()
         return RecordingStatus(
@@ -147,6 +159,7 @@ class RosSessionController:
             messages_written=snap.messages_written,
             messages_lost=snap.lost_transport + snap.dropped_queue + snap.dropped_disk,
             disk_free_bytes=snap.disk_free_bytes,
+            upload_backlog=self._backlog(),
             topics={
                 t.topic: {
                     "written": t.written,
@@ -176,6 +189,14 @@ def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()
         machine = VisitStateMachine(controller, config.robot_id, tasks=config.tablet.tasks)
         if hasattr(machine, "session_lost"):
             controller.on_session_lost.append(machine.session_lost)
+        uploader = None
+        if config.upload.enabled:
+            from ..upload.uploader import Uploader
+
+            uploader = Uploader(config, is_recording=lambda: node.recorder is not None)
+            controller.upload_backlog = lambda: uploader.backlog()["sessions"]
+            node.on_session_closed.append(lambda _m: uploader.wake())
+            uploader.start()
         server = TabletServer(config.tablet, config.robot_id, machine)
         server.start()
         print(
@@ -190,6 +211,9 @@ def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()
                 node.auto_stopped.clear()
         finally:
             server.stop()
+            if uploader is not None:
+                controller.upload_backlog = lambda: 0
+                uploader.stop()
             if node.recorder is not None:
                 manifest = node.stop_session("robot stack shut down")
                 if manifest is not None:
