@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, TabletConfig, load_config
 from .client import StatusSubscriber, TabletClient, TabletError, keys_from_files
-from .keys import KeyStore, KeyStoreError
+from .keys import ROBOT_KEY_ENV, TABLET_KEY_ENV, KeyStore, KeyStoreError, add_key_arguments
 
 __all__ = ["add_parsers", "format_status", "run"]
 
 _SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
-ROBOT_KEY_ENV = "XSQ_ROBOT_KEY"
-TABLET_KEY_ENV = "XSQ_TABLET_KEY"
 # Silence on the status socket for this long is worth telling the user about.
 _FOLLOW_QUIET_S = 5.0
 
@@ -69,23 +66,7 @@ def _add_tablet(sub: _SubParsers) -> None:
     g.add_argument("--robot", default="127.0.0.1", metavar="HOST", help="robot address")
     g.add_argument("--command-port", type=int, default=5555, help="command port (ROUTER)")
     g.add_argument("--status-port", type=int, default=5556, help="status port (PUB)")
-    g.add_argument(
-        "--robot-key",
-        type=Path,
-        default=os.environ.get(ROBOT_KEY_ENV),
-        metavar="FILE",
-        help=f"robot public key (robot.key; default ${ROBOT_KEY_ENV})",
-    )
-    g.add_argument(
-        "--tablet-key",
-        type=Path,
-        default=os.environ.get(TABLET_KEY_ENV),
-        metavar="FILE",
-        help=f"this tablet's secret certificate (NAME.key_secret; default ${TABLET_KEY_ENV})",
-    )
-    g.add_argument(
-        "--insecure", action="store_true", help="no CURVE (the robot must run --insecure too)"
-    )
+    add_key_arguments(g, "no CURVE (the robot must run --insecure too)")
     g.add_argument("--timeout", type=float, default=2.0, help="seconds per attempt")
     g.add_argument("--retries", type=int, default=3, help="re-sends (same id) after a timeout")
     g.add_argument("--id", dest="request_id", help="request id (default: a fresh UUID)")

@@ -17,6 +17,7 @@ even for an instant.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -292,3 +293,27 @@ class AllowList:
                 continue  # removed between scandir and stat
             sig.append((entry.name, st.st_mtime_ns, st.st_size, st.st_ino))
         return tuple(sorted(sig))
+
+
+ROBOT_KEY_ENV = "XSQ_ROBOT_KEY"
+TABLET_KEY_ENV = "XSQ_TABLET_KEY"
+
+
+def add_key_arguments(parser: argparse._ActionsContainer, insecure_help: str) -> None:
+    """``--robot-key``, ``--tablet-key`` (defaults from the environment) and ``--insecure``:
+    the same on every tablet-side command, so one definition serves them all."""
+    parser.add_argument(
+        "--robot-key",
+        type=Path,
+        default=os.environ.get(ROBOT_KEY_ENV),
+        metavar="FILE",
+        help=f"robot public key (robot.key; default ${ROBOT_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--tablet-key",
+        type=Path,
+        default=os.environ.get(TABLET_KEY_ENV),
+        metavar="FILE",
+        help=f"this tablet's secret certificate (NAME.key_secret; default ${TABLET_KEY_ENV})",
+    )
+    parser.add_argument("--insecure", action="store_true", help=insecure_help)

@@ -30,7 +30,6 @@ import contextlib
 import ipaddress
 import json
 import logging
-import os
 import signal
 import socket
 import sys
@@ -47,7 +46,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..client import StatusSubscriber, TabletClient, TabletError, TabletTimeout, keys_from_files
-from ..keys import KeyStoreError
+from ..keys import ROBOT_KEY_ENV, TABLET_KEY_ENV, KeyStoreError, add_key_arguments
 
 __all__ = [
     "DEFAULT_PORT",
@@ -73,8 +72,6 @@ MAX_BODY_BYTES = 16 * 1024
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_RETRIES = 2
 # Same variables as `xsq tablet`, so one shell setup serves both.
-ROBOT_KEY_ENV = "XSQ_ROBOT_KEY"
-TABLET_KEY_ENV = "XSQ_TABLET_KEY"
 #: Status older than this (seconds) is reported ``stale``: the robot publishes about
 #: once a second, so three missed updates means the link or the robot is down.
 DEFAULT_STALE_AFTER = 3.0
@@ -557,23 +554,7 @@ def add_console_parser(
         metavar="PORT",
         help="robot status port (default: port of the config's tablet.status_endpoint, 5556)",
     )
-    p.add_argument(
-        "--robot-key",
-        type=Path,
-        default=os.environ.get(ROBOT_KEY_ENV),
-        metavar="FILE",
-        help=f"robot public key (robot.key; default ${ROBOT_KEY_ENV})",
-    )
-    p.add_argument(
-        "--tablet-key",
-        type=Path,
-        default=os.environ.get(TABLET_KEY_ENV),
-        metavar="FILE",
-        help=f"this tablet's secret certificate (NAME.key_secret; default ${TABLET_KEY_ENV})",
-    )
-    p.add_argument(
-        "--insecure", action="store_true", help="no CURVE (only if the robot runs --insecure)"
-    )
+    add_key_arguments(p, "no CURVE (only if the robot runs --insecure)")
     p.add_argument(
         "--bind",
         default="127.0.0.1",
