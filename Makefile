@@ -31,7 +31,7 @@ PYTEST_ARGS ?=
 # Set to 1 to treat "no tests collected" (pytest exit code 5) as success (.ci/run does).
 NO_TESTS_OK ?= 0
 
-LINT_PATHS := xsquare_logger test launch scripts setup.py
+LINT_PATHS := xsquare_logger benchmarks test launch scripts setup.py
 MSG_SRCS := $(shell find msg -type f -not -path 'msg/build/*' 2>/dev/null)
 SETUP_DEPS := requirements.txt constraints.txt setup.py setup.cfg pyproject.toml package.xml \
 	resource/xsquare_logger scripts/build_msgs.sh $(MSG_SRCS)
@@ -86,7 +86,7 @@ demo: setup
 	$(VENV)/bin/xsq demo
 
 bench: setup
-	$(PY) -m xsquare_logger.bench
+	$(PY) -m benchmarks
 
 # Re-pin every installed distribution after changing requirements.txt:
 #   make setup (installs the new requirement), then make constraints.

@@ -40,9 +40,10 @@ setup(
     zip_safe=False,
     entry_points={
         "console_scripts": [
-            "xsq = xsquare_logger.cli:main",
-            "xsq-recorder = xsquare_logger.nodes.recorder_node:main",
-            "xsq-sim = xsquare_logger.nodes.sim_node:main",
+            "xsq = xsquare_logger.cli.main:main",
+            "xsq-tablet = xsquare_logger.cli.tablet:main",
+            "xsq-recorder = xsquare_logger.ros.recorder_node:main",
+            "xsq-sim = xsquare_logger.ros.sim_node:main",
         ],
     },
 )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from xsquare_logger.config import LoggerConfig
+from xsquare_logger.config.model import LoggerConfig
 
 HEAD = """# Configuration
 

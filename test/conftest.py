@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from xsquare_logger.procs import ros_env, start, stop
+from support.procs import ros_env, start, stop
 
 TEST_DIR = Path(__file__).parent
 _next_domain = [((os.getpid() * 7) % 200) + 1]
@@ -88,7 +87,7 @@ def xsq(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `xsq` CLI in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "xsquare_logger.cli", *args],
+        [sys.executable, "-m", "xsquare_logger.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from xsquare_logger.compress import (
+from xsquare_logger.bag.embedded import COMPRESSED_VIDEO, embedded_schema
+from xsquare_logger.camera import (
     EMBEDDED_SCHEMAS,
     CameraCompression,
     CdrError,
@@ -33,8 +34,7 @@ from xsquare_logger.compress import (
     UnsupportedImage,
     parse_image,
 )
-from xsquare_logger.compress.cdr import serialize_compressed_image, serialize_compressed_video
-from xsquare_logger.compress.schemas import COMPRESSED_VIDEO, embedded_schema
+from xsquare_logger.camera.cdr import serialize_compressed_image, serialize_compressed_video
 from xsquare_logger.sim.frames import render_frames
 from xsquare_logger.sim.profiles import QOS_SENSOR, ImageStream
 

@@ -1,6 +1,6 @@
 """The operator console's HTTP API against a real console and a real robot-side bridge.
 
-The robot is ``helpers.tablet_robot`` in its own process: the real TabletServer
+The robot is ``support.tablet_robot`` in its own process: the real TabletServer
 and visit state machine with CURVE keys made in tmp, and a controller that
 stands in for the recorder by writing each call to a JSON-lines file.
 """
@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from xsquare_logger.link.keys import KeyStore
 from xsquare_logger.tablet.client import keys_from_files
 from xsquare_logger.tablet.console import ConsoleBackend, ConsoleServer, run_console
 from xsquare_logger.tablet.console.server import MAX_BODY_BYTES
-from xsquare_logger.tablet.keys import KeyStore
 
 TASKS = ["fold towel", "wipe table"]
 
@@ -51,7 +51,7 @@ def start_robot(
     store.init_robot()
     tablet_secret = store.add_tablet("console")
     events = tmp / "robot-events.jsonl"
-    args = ["-m", "helpers.tablet_robot", "--keys-dir", str(store.keys_dir), "--events"]
+    args = ["-m", "support.tablet_robot", "--keys-dir", str(store.keys_dir), "--events"]
     args += [str(events), "--status-interval", str(status_interval)]
     proc = procs(args, env, "robot")
     proc.wait_for("tablet robot ready")

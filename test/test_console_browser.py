@@ -1,7 +1,7 @@
 """The operator console in a real headless browser: Debian's Chromium driven by Selenium.
 
 An operator's visit, clicked through on a 1024x768 (tablet-sized) window against
-the real robot bridge (``helpers.tablet_robot``: real TabletServer, CURVE keys made
+the real robot bridge (``support.tablet_robot``: real TabletServer, CURVE keys made
 in tmp, a controller standing in for the recorder that logs every call). Needs
 ``apt-get install chromium chromium-driver`` (never a downloaded browser) and the
 ``selenium`` package; skips with the reason when either is missing.
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from test_console_api import Robot, start_robot
 
-from xsquare_logger.config import LoggerConfig
+from xsquare_logger.config.model import LoggerConfig
 from xsquare_logger.tablet.console import ConsoleBackend, ConsoleServer, run_console
 
 CHROMIUM = Path("/usr/bin/chromium")

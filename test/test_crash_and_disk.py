@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import pymcap_doctor, xsq
-from helpers import known
+from support import known
 from test_record_e2e import PUB, REC, read_all
 
 pytestmark = pytest.mark.ros
@@ -137,7 +137,7 @@ def _flood(procs, env, dump: Path):
     """640x480 best-effort frames at 100 Hz (92 MB/s). Like any camera driver sending
     large best-effort samples, the publisher needs a larger Fast DDS SHM segment
     (the default 512 KB loses nearly every frame; see the sim's notes)."""
-    from xsquare_logger.nodes.sim_node import fastdds_profile_xml
+    from xsquare_logger.ros.sim_node import fastdds_profile_xml
 
     xml = dump.with_suffix(".fastdds.xml")
     xml.write_text(fastdds_profile_xml(64 << 20, loopback_only=True))

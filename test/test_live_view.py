@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import known
 from rclpy.serialization import serialize_message
+from support import known
 
 from xsquare_logger.bag.schema import ros2msg_schema
-from xsquare_logger.config import LoggerConfig, apply_overrides
+from xsquare_logger.config.model import LoggerConfig, apply_overrides
 from xsquare_logger.recording.qos import make_qos
 from xsquare_logger.recording.recorder import Recorder
 

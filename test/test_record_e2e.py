@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 from conftest import pymcap_doctor, xsq
-from helpers import known
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
+from support import known
 
 pytestmark = pytest.mark.ros
 
-PUB = ["-m", "helpers.known_publisher"]
-REC = ["-m", "xsquare_logger.cli", "record"]
+PUB = ["-m", "support.known_publisher"]
+REC = ["-m", "xsquare_logger.cli.main", "record"]
 
 
 def read_all(session: Path) -> dict[str, list[bytes]]:

@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import known
 from mcap.reader import make_reader
 from rclpy.serialization import serialize_message
+from support import known
 
-from xsquare_logger.config import ConfigError, LoggerConfig, apply_overrides, load_config
+from xsquare_logger.config.model import ConfigError, LoggerConfig, apply_overrides, load_config
 from xsquare_logger.recording.qos import adapt_subscription, make_qos
 from xsquare_logger.recording.recorder import Recorder
 from xsquare_logger.recording.selection import TopicSelector
-from xsquare_logger.recording.session import SessionExistsError
+from xsquare_logger.session.store import SessionExistsError
 
 GID_A = {"implementation_identifier": "rmw_fastrtps_cpp", "data": b"A" * 16}
 GID_B = {"implementation_identifier": "rmw_fastrtps_cpp", "data": b"B" * 16}
@@ -152,7 +152,7 @@ def test_shipped_robot_config_is_valid() -> None:
 
 
 def test_every_config_field_is_documented() -> None:
-    from xsquare_logger.config import RecordingConfig, TabletConfig
+    from xsquare_logger.config.model import RecordingConfig, TabletConfig
 
     doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
     for name in ("robot_id", "data_root"):

@@ -1,6 +1,6 @@
 """Tests of the simulated humanoid (profiles, pre-serialized payloads, the sim node).
 
-The end-to-end tests start ``python -m xsquare_logger.nodes.sim_node`` as a
+The end-to-end tests start ``python -m xsquare_logger.ros.sim_node`` as a
 subprocess on a domain of their own (localhost discovery only) and subscribe
 from this process with ordinary (deserializing) subscriptions.
 """
@@ -164,7 +164,7 @@ def test_sim_light_end_to_end():
     from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import CameraInfo, Image, JointState
 
-    from xsquare_logger.nodes.sim_node import qos_for
+    from xsquare_logger.ros.sim_node import qos_for
 
     prof = get_profile("light")
     domain = unique_domain_id()
@@ -185,7 +185,7 @@ def test_sim_light_end_to_end():
         [
             sys.executable,
             "-m",
-            "xsquare_logger.nodes.sim_node",
+            "xsquare_logger.ros.sim_node",
             "--profile",
             "light",
             "--duration",
@@ -271,7 +271,7 @@ def test_sim_sigterm_clean_exit():
         [
             sys.executable,
             "-m",
-            "xsquare_logger.nodes.sim_node",
+            "xsquare_logger.ros.sim_node",
             "--profile",
             "light",
             "--cameras",

@@ -1,6 +1,6 @@
 """The tablet link over real ZeroMQ with CURVE, robot side in its own process.
 
-The robot process is ``helpers.tablet_robot``: the real TabletServer and state
+The robot process is ``support.tablet_robot``: the real TabletServer and state
 machine, with a controller that stands in for the recorder by writing every
 call it receives to a JSON-lines file (the lead's full-flow test uses the real
 recorder). Clients are the real client library and the real `xsq tablet`
@@ -22,7 +22,11 @@ import pytest
 import zmq
 from test_tablet_protocol import _check_event_grammar, _random_frame
 
-from xsquare_logger.tablet import cli as tablet_cli
+from xsquare_logger.link.keys import KeyStore
+from xsquare_logger.link.protocol import Reply
+from xsquare_logger.session.events import TaskEventData
+from xsquare_logger.cli import keys as keys_cli
+from xsquare_logger.cli import tablet as tablet_cli
 from xsquare_logger.tablet.client import (
     StatusSubscriber,
     TabletAuthError,
@@ -30,9 +34,6 @@ from xsquare_logger.tablet.client import (
     TabletError,
     keys_from_files,
 )
-from xsquare_logger.tablet.controller import TaskEventData
-from xsquare_logger.tablet.keys import KeyStore
-from xsquare_logger.tablet.protocol import Reply
 
 VISIT = {"visit_id": "visit-1", "operator": "ana", "consent": True}
 # Liveness bound for "eventually" checks; never a speed assertion.
@@ -77,8 +78,10 @@ def xsq(*argv: str) -> int:
     """`xsq keys|tablet ...` through the functions the real `xsq` hooks in."""
     parser = argparse.ArgumentParser(prog="xsq")
     sub = parser.add_subparsers(dest="command", required=True)
-    tablet_cli.add_parsers(sub)
-    return tablet_cli.run(parser.parse_args(list(argv)))
+    keys_cli.add_parser(sub)
+    tablet_cli.add_parser(sub)
+    args = parser.parse_args(list(argv))
+    return (keys_cli if args.command == "keys" else tablet_cli).run(args)
 
 
 @pytest.fixture
@@ -99,7 +102,7 @@ def start_robot(
     def start(*extra: str) -> RobotProc:
         count[0] += 1
         events = tmp_path / f"events-{count[0]}.jsonl"
-        args = ["-m", "helpers.tablet_robot", "--keys-dir", str(keys), "--events", str(events)]
+        args = ["-m", "support.tablet_robot", "--keys-dir", str(keys), "--events", str(events)]
         p = procs([*args, "--status-interval", "0.2", *extra], env, f"robot{count[0]}")
         p.wait_for("tablet robot ready")
         ports = json.loads(p.stdout().splitlines()[0])

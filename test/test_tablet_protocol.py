@@ -15,13 +15,7 @@ from typing import Any
 
 import pytest
 
-from xsquare_logger.tablet.controller import (
-    ControllerError,
-    RecordingStatus,
-    TaskEventData,
-    VisitInfo,
-)
-from xsquare_logger.tablet.protocol import (
+from xsquare_logger.link.protocol import (
     MAX_MESSAGE_BYTES,
     ErrorCode,
     MarkArgs,
@@ -30,7 +24,9 @@ from xsquare_logger.tablet.protocol import (
     SessionStartArgs,
     parse_request,
 )
-from xsquare_logger.tablet.visit import AUTO_ABORT_NOTE, VisitStateMachine
+from xsquare_logger.link.visit import AUTO_ABORT_NOTE, VisitStateMachine
+from xsquare_logger.recording.control import ControllerError, RecordingStatus
+from xsquare_logger.session.events import TaskEventData, VisitInfo
 
 NOW = 1_800_000_000_000_000_000
 VISIT = {"visit_id": "v-17", "operator": "ana", "consent": True}

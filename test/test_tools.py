@@ -33,12 +33,12 @@ from mcap.reader import make_reader
 from rclpy.serialization import serialize_message
 from rosbags.highlevel import AnyReader
 
-from xsquare_logger.config import RecordingConfig
-from xsquare_logger.recording.manifest import SessionManifest, TaskEntry, read_manifest
+from xsquare_logger.config.model import RecordingConfig
 from xsquare_logger.recording.qos import make_qos
-from xsquare_logger.recording.session import SessionWriter
-from xsquare_logger.recording.stats import TopicStats
-from xsquare_logger.tools import cli as tools_cli
+from xsquare_logger.session.counters import TopicStats
+from xsquare_logger.session.manifest import SessionManifest, TaskEntry, read_manifest
+from xsquare_logger.session.store import SessionWriter
+from xsquare_logger.cli import tools as tools_cli
 from xsquare_logger.tools.clip import ClipError, clip_session
 from xsquare_logger.tools.report import (
     Thresholds,
@@ -551,7 +551,7 @@ def test_report_judges_compressed_cameras(tmp_path: Path) -> None:
     field is a bare Time) are found and their stamps read like raw ones."""
     from sensor_msgs.msg import CompressedImage
 
-    from xsquare_logger.compress.cdr import serialize_compressed_video
+    from xsquare_logger.camera.cdr import serialize_compressed_video
 
     head, left = [], []
     for i in range(60):

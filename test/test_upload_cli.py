@@ -1,6 +1,6 @@
 """``xsq upload status | now | retry`` as an operator runs them (real processes, no fakes).
 
-Run through ``python -m xsquare_logger.upload.cli`` so they work before the lead
+Run through ``python -m xsquare_logger.cli.upload`` so they work before the lead
 hooks ``upload`` into ``xsq``; the arguments are the same.
 """
 
@@ -13,16 +13,15 @@ import sys
 from pathlib import Path
 
 import yaml
-
-from xsquare_logger.upload.localserver import LocalS3Server
-from xsquare_logger.upload.sample import make_session
+from support.localserver import LocalS3Server
+from support.sample import make_session
 
 MIB = 1024 * 1024
 
 
 def upload_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "xsquare_logger.upload.cli", "upload", *args],
+        [sys.executable, "-m", "xsquare_logger.cli.upload", "upload", *args],
         capture_output=True,
         text=True,
         timeout=120,

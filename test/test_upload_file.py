@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.sample import make_session
 
-from xsquare_logger.config import LoggerConfig, apply_overrides
-from xsquare_logger.upload.sample import make_session
+from xsquare_logger.config.model import LoggerConfig, apply_overrides
 from xsquare_logger.upload.uploader import Uploader
 
 MIB = 1024 * 1024

@@ -24,13 +24,13 @@ import boto3
 import pytest
 import yaml
 from botocore.config import Config
+from support.localserver import STORE_PARTS, LocalS3Server
+from support.sample import make_session
+from support.wirecount import CountingProxy
 
-from xsquare_logger.config import LoggerConfig, apply_overrides
-from xsquare_logger.upload.localserver import STORE_PARTS, LocalS3Server
+from xsquare_logger.config.model import LoggerConfig, apply_overrides
 from xsquare_logger.upload.queue import UploadQueue
-from xsquare_logger.upload.sample import make_session
 from xsquare_logger.upload.uploader import Uploader, default_queue_path
-from xsquare_logger.upload.wirecount import CountingProxy
 
 MIB = 1024 * 1024
 BUCKET = "sessions"
@@ -156,7 +156,7 @@ def test_session_uploads_verifies_then_local_copy_is_deleted(tmp_path: Path, s3)
 
 
 def test_open_session_is_not_uploaded(tmp_path: Path, s3) -> None:
-    from xsquare_logger.recording.lock import SessionLock
+    from xsquare_logger.session.fsutil import SessionLock
 
     cfg = make_config(tmp_path, s3.endpoint)
     session = make_session(cfg.data_root, "r1", 1 * MIB)
@@ -206,7 +206,7 @@ def test_killed_uploader_resumes_without_resending_completed_parts(
         cmd = [
             sys.executable,
             "-m",
-            "xsquare_logger.upload.cli",
+            "xsquare_logger.cli.upload",
             "upload",
             "run",
             "--config",

@@ -15,15 +15,15 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from support.sample import make_session
 
-from xsquare_logger.config import ConfigError, LoggerConfig, load_config
+from xsquare_logger.config.model import ConfigError, LoggerConfig, load_config
+from xsquare_logger.config.upload import GateConfig, RetentionConfig
 from xsquare_logger.upload.backends import PermanentError, RemoteObject
-from xsquare_logger.upload.config import GateConfig, RetentionConfig
+from xsquare_logger.upload.backends.s3 import load_credentials_file
 from xsquare_logger.upload.gate import Gate, up_interfaces
 from xsquare_logger.upload.queue import UploadQueue
 from xsquare_logger.upload.retention import Retention, plan_deletions
-from xsquare_logger.upload.s3backend import load_credentials_file
-from xsquare_logger.upload.sample import make_session
 from xsquare_logger.upload.scan import SessionNotReady, describe_session
 from xsquare_logger.upload.throttle import ThrottledBody, TokenBucket
 from xsquare_logger.upload.transfer import effective_part_size

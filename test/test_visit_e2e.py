@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from conftest import pymcap_doctor
-from helpers import known
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
+from support import known
 
+from xsquare_logger.link.keys import KeyStore
 from xsquare_logger.tablet.client import StatusSubscriber, TabletClient, TabletError
-from xsquare_logger.tablet.keys import KeyStore
 
 pytestmark = pytest.mark.ros
 
@@ -31,7 +31,7 @@ def _start_stack(procs, env, tmp_path: Path):
     data = tmp_path / "data"
     rec = procs(
         [
-            "-m", "xsquare_logger.cli", "run",
+            "-m", "xsquare_logger.cli.main", "run",
             "--robot-id", "tbot",
             "--data-root", str(data),
             "--set", f"tablet.keys_dir={keys}",
@@ -71,7 +71,7 @@ def test_full_visit_lands_in_the_bag(procs, env, tmp_path: Path) -> None:
         assert err.value.code == "INVALID_STATE"
 
         session_id = client.start_visit("visit-42", "op-7", True, site="home 3")["session_id"]
-        pub = procs([*["-m", "helpers.known_publisher"], f"{known.JOINT_TOPIC}=100@100"],
+        pub = procs([*["-m", "support.known_publisher"], f"{known.JOINT_TOPIC}=100@100"],
                     env, "publisher")
         events = []
         plan = [("fold towel", "success"), ("arrange shoes", "failure"), ("wipe table", "aborted")]

@@ -172,7 +172,7 @@ def ros2msg_schema(type_name: str) -> bytes:
     except SchemaNotFoundError:
         # Types we write ourselves but that no PyPI wheel installs (foxglove_msgs/
         # CompressedVideo): an installed definition wins, else the embedded text.
-        from ..compress.schemas import embedded_schema
+        from xsquare_logger.bag.embedded import embedded_schema
 
         embedded = embedded_schema(type_name)
         if embedded is None:

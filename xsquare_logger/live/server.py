@@ -14,28 +14,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from xsquare_logger.config.live import LiveConfig
 
-__all__ = ["LiveConfig", "LiveView"]
+__all__ = ["LiveView"]
 
 log = logging.getLogger("xsquare_logger.live")
 
 _CAMERA_TYPES = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"})
 _NEVER_THROTTLE = frozenset({"foxglove_msgs/msg/CompressedVideo"})
-
-
-class LiveConfig(BaseModel):
-    """``live``: the optional Foxglove WebSocket server (off by default)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    enabled: bool = Field(False, description="Serve a live Foxglove WebSocket while recording.")
-    host: str = Field(
-        "127.0.0.1", description="Bind address (loopback unless you mean to expose it)."
-    )
-    port: int = Field(8765, ge=0, le=65535, description="WebSocket port (0 = any free port).")
-    camera_rate_hz: float = Field(5.0, gt=0, description="Max frames/s per camera topic.")
-    max_rate_hz: float = Field(50.0, gt=0, description="Max messages/s per other topic.")
 
 
 class LiveView:

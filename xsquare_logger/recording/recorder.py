@@ -19,18 +19,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..bag.mcap_writer import McapWriterError
-from ..compress.stage import CompressionStage
-from ..config import LoggerConfig, config_digest
-from ..live.server import LiveView
-from ..tablet.controller import TaskEventData
-from .manifest import SessionManifest, write_manifest
-from .qos import QosDict, make_qos
-from .queue import ByteBoundedQueue
-from .session import SessionWriter
-from .stats import SequenceTracker, TopicStats
-from .tasks import apply_event
+from xsquare_logger import __version__
+from xsquare_logger.bag.mcap_writer import McapWriterError
+from xsquare_logger.camera.stage import CompressionStage
+from xsquare_logger.config.model import LoggerConfig, config_digest
+from xsquare_logger.live.server import LiveView
+from xsquare_logger.recording.qos import QosDict, make_qos
+from xsquare_logger.recording.queue import ByteBoundedQueue
+from xsquare_logger.recording.sequence import SequenceTracker
+from xsquare_logger.session.counters import TopicStats
+from xsquare_logger.session.episodes import apply_event
+from xsquare_logger.session.events import TaskEventData
+from xsquare_logger.session.manifest import SessionManifest, write_manifest
+from xsquare_logger.session.store import SessionWriter
 
 __all__ = [
     "INTERNAL_TOPICS",

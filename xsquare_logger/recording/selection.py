@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..config import RecordingConfig
+from xsquare_logger.config.model import RecordingConfig
 
 __all__ = ["TopicSelector"]
 

@@ -23,8 +23,8 @@ import zmq
 from pydantic import ValidationError
 from zmq.utils.monitor import parse_monitor_message
 
-from .keys import KeyStore, load_key_file
-from .protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Reply, StatusMessage
+from xsquare_logger.link.keys import KeyStore, load_key_file
+from xsquare_logger.link.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Reply, StatusMessage
 
 __all__ = [
     "StatusSubscriber",

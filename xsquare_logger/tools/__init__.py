@@ -1,7 +1,7 @@
 """Engineer tools on finished sessions: `xsq tasks`, `xsq clip`, `xsq report`.
 
 Each tool is plain Python over a session directory (metadata.yaml, session.json,
-MCAP files); :mod:`xsquare_logger.tools.cli` adapts them to the ``xsq`` command.
+MCAP files); :mod:`xsquare_logger.cli.tools` adapts them to the ``xsq`` command.
 """
 
 from __future__ import annotations

@@ -33,24 +33,24 @@ from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.summary import Summary
 
-from ..bag.mcap_writer import McapWriter, McapWriterError
-from ..recording.manifest import (
+from xsquare_logger.bag.mcap_writer import McapWriter, McapWriterError
+from xsquare_logger.session.episodes import tasks_metadata
+from xsquare_logger.session.manifest import (
     FileEntry,
     SessionManifest,
     TaskEntry,
     TopicEntry,
     write_manifest,
 )
-from ..recording.metadata import (
+from xsquare_logger.session.metadata import (
     BagFile,
     BagTopic,
     build_metadata,
     metadata_text,
     write_metadata_yaml,
 )
-from ..recording.tasks import tasks_metadata
-from . import ToolError
-from .tasks import (
+from xsquare_logger.tools import ToolError
+from xsquare_logger.tools.tasks import (
     TASKS_RECORD,
     SessionFile,
     SessionView,

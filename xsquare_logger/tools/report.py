@@ -34,8 +34,8 @@ from mcap.exceptions import McapError
 from mcap.reader import NonSeekingReader, make_reader
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import ToolError
-from .tasks import SessionView, episode_range, load_session
+from xsquare_logger.tools import ToolError
+from xsquare_logger.tools.tasks import SessionView, episode_range, load_session
 
 __all__ = [
     "APERIODIC_TOPICS",
@@ -564,7 +564,10 @@ def make_report(
 
 def write_report(report: dict[str, Any], scan: SessionScan, out_dir: Path) -> list[Path]:
     """Write the PNG plots, ``report.json`` and ``report.html`` into ``out_dir``."""
-    from .report_plots import render_html, render_plots  # matplotlib only when files are wanted
+    from xsquare_logger.tools.report_plots import (  # matplotlib only when files are wanted
+        render_html,
+        render_plots,
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = render_plots(scan, report, out_dir)

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-from .report import (
+from xsquare_logger.tools.report import (
     APERIODIC_TOPICS,
     JOINT_TOPIC,
     SessionScan,

@@ -22,15 +22,15 @@ from mcap.records import Metadata
 from mcap.stream_reader import StreamReader
 from pydantic import ValidationError
 
-from ..recording.manifest import (
+from xsquare_logger.session.manifest import (
     MANIFEST_NAME,
     ManifestError,
     SessionManifest,
     TaskEntry,
     read_manifest,
 )
-from ..recording.metadata import METADATA_NAME, read_metadata_yaml
-from . import ToolError
+from xsquare_logger.session.metadata import METADATA_NAME, read_metadata_yaml
+from xsquare_logger.tools import ToolError
 
 __all__ = [
     "TASKS_RECORD",

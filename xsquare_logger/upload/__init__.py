@@ -8,19 +8,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import UploadConfig
+from xsquare_logger.config.upload import UploadConfig
 
 if TYPE_CHECKING:
-    from .uploader import Uploader
+    from xsquare_logger.upload.uploader import Uploader
 
 __all__ = ["UploadConfig", "Uploader"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: xsquare_logger.config imports upload.config, and loading a config must not
-    # import the uploader (nor boto3).
+    # Lazy: importing the package (e.g. for UploadConfig) must not import boto3.
     if name == "Uploader":
-        from .uploader import Uploader
+        from xsquare_logger.upload.uploader import Uploader
 
         return Uploader
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

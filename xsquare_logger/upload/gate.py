@@ -15,8 +15,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from .backends import Backend, BackendError
-from .config import GateConfig, parse_time_window
+from xsquare_logger.config.upload import GateConfig, parse_time_window
+from xsquare_logger.upload.backends import Backend, BackendError
 
 __all__ = ["Gate", "Interface", "read_ssid", "up_interfaces"]
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .scan import LocalSession
+from xsquare_logger.upload.scan import LocalSession
 
 __all__ = ["FileRow", "PartRow", "SessionRow", "UploadQueue"]
 

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..recording.manifest import ManifestError, read_manifest
-from .config import RetentionConfig
-from .queue import VERIFIED, SessionRow, UploadQueue
-from .scan import lock_is_held
+from xsquare_logger.config.upload import RetentionConfig
+from xsquare_logger.session.manifest import ManifestError, read_manifest
+from xsquare_logger.upload.queue import VERIFIED, SessionRow, UploadQueue
+from xsquare_logger.upload.scan import lock_is_held
 
 __all__ = ["Retention", "plan_deletions"]
 

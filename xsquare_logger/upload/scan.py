@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..recording.lock import LOCK_NAME
-from ..recording.manifest import MANIFEST_NAME, ManifestError, read_manifest
-from ..recording.session import ACTIVE_SUFFIX
+from xsquare_logger.session.fsutil import LOCK_NAME
+from xsquare_logger.session.manifest import MANIFEST_NAME, ManifestError, read_manifest
+from xsquare_logger.session.store import ACTIVE_SUFFIX
 
 __all__ = [
     "LocalFile",

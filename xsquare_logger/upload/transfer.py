@@ -18,9 +18,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from .backends import Backend, NoSuchUpload, PermanentError, RemotePart, TransientError
-from .queue import FileRow, PartRow, UploadQueue
-from .verify import is_md5_etag, multipart_etag, verify_object
+from xsquare_logger.upload.backends import (
+    Backend,
+    NoSuchUpload,
+    PermanentError,
+    RemotePart,
+    TransientError,
+)
+from xsquare_logger.upload.queue import FileRow, PartRow, UploadQueue
+from xsquare_logger.upload.verify import is_md5_etag, multipart_etag, verify_object
 
 __all__ = ["FileTransfer", "LocalFileChanged", "Paused", "effective_part_size"]
 

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..config import LoggerConfig
-from ..recording.manifest import MANIFEST_NAME
-from .backends import (
+from xsquare_logger.config.model import LoggerConfig
+from xsquare_logger.config.upload import UploadConfig
+from xsquare_logger.session.manifest import MANIFEST_NAME
+from xsquare_logger.upload.backends import (
     Backend,
     BackendError,
     PermanentError,
@@ -31,9 +32,8 @@ from .backends import (
     destination_prefix,
     open_backend,
 )
-from .config import UploadConfig
-from .gate import Gate, read_ssid
-from .queue import (
+from xsquare_logger.upload.gate import Gate, read_ssid
+from xsquare_logger.upload.queue import (
     DELETED,
     FAILED,
     FILE_VERIFIED,
@@ -46,17 +46,17 @@ from .queue import (
     SessionRow,
     UploadQueue,
 )
-from .retention import Retention
-from .scan import (
+from xsquare_logger.upload.retention import Retention
+from xsquare_logger.upload.scan import (
     SessionNotReady,
     describe_session,
     find_sessions,
     recording_in_progress,
     remote_prefix,
 )
-from .throttle import TokenBucket
-from .transfer import FileTransfer, Paused
-from .verify import VerificationFailed, hash_file, is_md5_etag, verify_object
+from xsquare_logger.upload.throttle import TokenBucket
+from xsquare_logger.upload.transfer import FileTransfer, Paused
+from xsquare_logger.upload.verify import VerificationFailed, hash_file, is_md5_etag, verify_object
 
 __all__ = ["Uploader", "credentials_fingerprint", "default_queue_path"]
 

@@ -24,7 +24,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from .backends import RemoteObject
+from xsquare_logger.upload.backends import RemoteObject
 
 __all__ = [
     "VerificationFailed",

@@ -8,6 +8,6 @@ status subscriber. Nothing is fetched from the internet.
 
 from __future__ import annotations
 
-from .server import ConsoleBackend, ConsoleServer, add_console_parser, run, run_console
+from xsquare_logger.tablet.console.server import ConsoleBackend, ConsoleServer, run_console
 
-__all__ = ["ConsoleBackend", "ConsoleServer", "add_console_parser", "run", "run_console"]
+__all__ = ["ConsoleBackend", "ConsoleServer", "run_console"]

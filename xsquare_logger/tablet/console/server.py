@@ -25,14 +25,11 @@ are refused while bound to loopback.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import json
 import logging
-import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -45,8 +42,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..client import StatusSubscriber, TabletClient, TabletError, TabletTimeout, keys_from_files
-from ..keys import ROBOT_KEY_ENV, TABLET_KEY_ENV, KeyStoreError, add_key_arguments
+from xsquare_logger.tablet.client import (
+    StatusSubscriber,
+    TabletClient,
+    TabletError,
+    TabletTimeout,
+)
 
 __all__ = [
     "DEFAULT_PORT",
@@ -56,8 +57,6 @@ __all__ = [
     "STATIC_DIR",
     "ConsoleBackend",
     "ConsoleServer",
-    "add_console_parser",
-    "run",
     "run_console",
 ]
 
@@ -525,122 +524,3 @@ def run_console(
         backend.close()
         raise
     return server.start()
-
-
-# -- command line ------------------------------------------------------------------------
-
-
-def add_console_parser(
-    tablet_subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add ``console`` to the ``xsq tablet`` actions; dispatch the parsed args to :func:`run`."""
-    p = tablet_subparsers.add_parser(
-        "console",
-        help="serve the operator console (a local web page) for one robot",
-        description="Serve the operator console on this tablet and talk ZeroMQ to the robot. "
-        "Open the printed URL in the tablet's browser; it works with no internet. "
-        "Runs until Ctrl-C. Exit 2 on bad configuration, missing keys or a busy port.",
-    )
-    p.add_argument("--robot", required=True, metavar="HOST", help="robot host name or address")
-    p.add_argument(
-        "--command-port",
-        type=int,
-        metavar="PORT",
-        help="robot command port (default: port of the config's tablet.command_endpoint, 5555)",
-    )
-    p.add_argument(
-        "--status-port",
-        type=int,
-        metavar="PORT",
-        help="robot status port (default: port of the config's tablet.status_endpoint, 5556)",
-    )
-    add_key_arguments(p, "no CURVE (only if the robot runs --insecure)")
-    p.add_argument(
-        "--bind",
-        default="127.0.0.1",
-        help="address the page is served on (default 127.0.0.1: only this tablet)",
-    )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help=f"port the page is served on (default {DEFAULT_PORT}; 0 = any free port)",
-    )
-    p.add_argument("--config", type=Path, help="YAML config (task list, default ports)")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help=f"seconds to wait for each reply attempt (default {DEFAULT_TIMEOUT:g})",
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=DEFAULT_RETRIES,
-        help=f"re-sends (same id) before ROBOT_UNREACHABLE (default {DEFAULT_RETRIES})",
-    )
-    return p
-
-
-def _port_of(endpoint: str, default: int) -> int:
-    port = urlsplit(endpoint.replace("*", "0.0.0.0")).port
-    return port if port else default
-
-
-def run(args: argparse.Namespace) -> int:
-    """``xsq tablet console``: serve until SIGINT/SIGTERM; returns the exit status."""
-    from ...config import ConfigError, load_config
-
-    def fail(message: str) -> int:
-        print(f"xsq tablet console: {message}", file=sys.stderr)
-        return 2
-
-    try:
-        cfg = load_config(args.config).tablet
-    except ConfigError as exc:
-        return fail(str(exc))
-    keys: dict[str, bytes] = {}
-    if args.insecure:
-        print(
-            "xsq tablet console: WARNING: --insecure: commands travel unauthenticated "
-            "and unencrypted",
-            file=sys.stderr,
-        )
-    elif args.robot_key is None or args.tablet_key is None:
-        return fail(
-            f"--robot-key FILE and --tablet-key FILE are required (or ${ROBOT_KEY_ENV} "
-            f"and ${TABLET_KEY_ENV}), unless --insecure"
-        )
-    else:
-        try:
-            keys = keys_from_files(args.robot_key, args.tablet_key)
-        except KeyStoreError as exc:
-            return fail(f"KEYS: {exc}")
-    try:
-        server = run_console(
-            args.robot,
-            args.command_port or _port_of(cfg.command_endpoint, 5555),
-            args.status_port or _port_of(cfg.status_endpoint, 5556),
-            bind=args.bind,
-            port=args.port,
-            tasks=cfg.tasks,
-            timeout=args.timeout,
-            retries=args.retries,
-            **keys,
-        )
-    except (OSError, ValueError) as exc:
-        return fail(f"cannot serve on {args.bind}:{args.port}: {exc}")
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        robot = server.backend.robot["command_endpoint"]
-        print(f"operator console: {server.url}  (robot {robot}; Ctrl-C stops)", flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.close()
-    return 0

@@ -1,1 +1,0 @@
-"""Test helpers: processes that publish known messages over real rclpy."""

@@ -1,0 +1,230 @@
+"""The one configuration model of xsquare_logger.
+
+Loaded from YAML (``config/robot.yaml`` is the default humanoid profile), or
+embedded defaults when no file is given, then overridden by ROS parameters or
+CLI flags given as dotted keys (``recording.max_bag_size``). Every error names
+the offending field, so a bad robot config fails at start-up, not mid-visit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from xsquare_logger.config.camera import CameraCompression
+from xsquare_logger.config.live import LiveConfig
+from xsquare_logger.config.upload import UploadConfig
+from xsquare_logger.errors import XsqError
+
+__all__ = [
+    "ConfigError",
+    "LoggerConfig",
+    "RecordingConfig",
+    "TabletConfig",
+    "apply_overrides",
+    "config_digest",
+    "load_config",
+]
+
+Compression = Literal["zstd", "lz4", "none"]
+
+
+class ConfigError(XsqError):
+    """Invalid configuration; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a robot config must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RecordingConfig(_Strict):
+    """What to record and how to write it."""
+
+    topics: list[str] = Field(
+        default_factory=list, description="Topics to record (absolute names)."
+    )
+    all_topics: bool = Field(
+        True, description="Record every topic discovered (minus exclude_regex)."
+    )
+    regex: str = Field("", description="Record topics matching this regular expression.")
+    exclude_regex: str = Field(
+        r"^/(rosout|parameter_events)$", description="Never record topics matching this."
+    )
+    include_hidden_topics: bool = Field(
+        False, description="Also record hidden topics (a name segment starting with _)."
+    )
+    max_bag_size: int = Field(0, ge=0, description="Split files at this size in bytes; 0 = off.")
+    max_bag_duration: float = Field(
+        0.0, ge=0, description="Split files after this many seconds; 0 = off."
+    )
+    compression: Compression = Field(
+        "zstd", description="MCAP chunk compression: zstd, lz4 (cheaper CPU) or none."
+    )
+    zstd_level: int = Field(1, ge=-7, le=22, description="zstd level (1 = fast).")
+    chunk_size: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, description="Uncompressed MCAP chunk size in bytes."
+    )
+    flush_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between forced chunk flushes (crash window)."
+    )
+    fsync: bool = Field(True, description="fsync after each flush so a power cut keeps data.")
+    queue_max_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024 * 1024, description="Writer queue bound in bytes."
+    )
+    discovery_interval: float = Field(1.0, gt=0, description="Seconds between topic scans.")
+    qos_depth: int = Field(100, ge=1, description="Subscription history depth.")
+    disk_reserve_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=0,
+        description="Close the session cleanly when free disk falls below this.",
+    )
+    status_interval: float = Field(1.0, gt=0, description="Seconds between SessionStatus.")
+    cameras: dict[str, CameraCompression] = Field(
+        default_factory=dict,
+        description="Per raw image topic: compression (mode raw|jpeg|h264, jpeg_quality, "
+        "keyframe_interval_s, fps, crf, preset, out_topic). Compressed frames are recorded "
+        "on <topic>/compressed (JPEG) or <topic>/h264 instead of the raw topic.",
+    )
+    compression_workers: int = Field(2, ge=1, le=16, description="Encoder threads.")
+
+    @field_validator("regex", "exclude_regex")
+    @classmethod
+    def _valid_regex(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _absolute_topics(cls, value: list[str]) -> list[str]:
+        # rosbag2 accepts relative names and resolves them in the node's
+        # namespace; our recorder runs in "/", so normalise here once.
+        return [t if t.startswith("/") else "/" + t for t in value]
+
+
+class TabletConfig(_Strict):
+    """The operator tablet link (ZeroMQ, CURVE)."""
+
+    command_endpoint: str = Field(
+        "tcp://*:5555", description="ROUTER endpoint the robot binds for tablet commands."
+    )
+    status_endpoint: str = Field(
+        "tcp://*:5556", description="PUB endpoint the robot binds for status updates."
+    )
+    keys_dir: Path = Field(
+        Path("~/.xsquare/keys"),
+        description="Robot key pair and authorized tablet keys.",
+        validate_default=True,
+    )
+    insecure: bool = Field(
+        False, description="Run without CURVE (explicit opt-in; warns at every start)."
+    )
+    status_interval: float = Field(1.0, gt=0, description="Seconds between status updates.")
+    tasks: list[str] = Field(
+        default_factory=lambda: [
+            "fold towel",
+            "arrange shoes",
+            "load dishwasher",
+            "wipe table",
+            "tidy toys",
+        ],
+        description="Task names the operator console offers.",
+    )
+
+    @field_validator("keys_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(os.path.expandvars(str(value))).expanduser()
+
+
+class LoggerConfig(_Strict):
+    """Whole-robot configuration."""
+
+    robot_id: str = Field(
+        "humanoid-sim",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="Robot name; first part of every session id.",
+    )
+    data_root: Path = Field(Path("data"), description="Directory holding session folders.")
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    tablet: TabletConfig = Field(default_factory=TabletConfig)
+    upload: UploadConfig = Field(default_factory=UploadConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
+
+    @field_validator("data_root")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(os.path.expandvars(str(value))).expanduser()
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {field}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(config: LoggerConfig, overrides: dict[str, Any], source: str) -> LoggerConfig:
+    """Return a new config with dotted-key ``overrides`` applied and re-validated."""
+    if not overrides:
+        return config
+    data = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        _set_dotted(data, key, value)
+    try:
+        return LoggerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> LoggerConfig:
+    """Load and validate a YAML config; ``None`` gives the embedded defaults."""
+    if path is None:
+        return LoggerConfig()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"config file {p}: top level must be a mapping, got {kind}")
+    try:
+        return LoggerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(str(p), exc)) from None
+
+
+def config_digest(config: LoggerConfig) -> str:
+    """sha256 of the canonical JSON form: identifies the exact config a session used."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,316 @@
+"""Recorder node: the thin rclpy shell around :class:`~xsquare_logger.recording.Recorder`.
+
+It only discovers topics, creates raw subscriptions with publisher-matching
+QoS, publishes ``SessionStatus`` and maps ROS parameters onto the config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import serialize_message
+from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import Subscription
+
+from xsquare_logger.bag.schema import SchemaNotFoundError
+from xsquare_logger.config.model import LoggerConfig, apply_overrides
+from xsquare_logger.live.server import LiveView
+from xsquare_logger.recording.qos import adapt_subscription
+from xsquare_logger.recording.recorder import (
+    INTERNAL_TOPICS,
+    STATUS_TOPIC,
+    Recorder,
+    StatusSnapshot,
+    make_session_id,
+)
+from xsquare_logger.recording.selection import TopicSelector
+from xsquare_logger.ros.qos import qos_from_dict, qos_to_dict
+from xsquare_logger.session.manifest import SessionManifest
+
+__all__ = ["RecorderNode", "main", "status_message"]
+
+log = logging.getLogger("xsquare_logger.recorder_node")
+
+_STATE = {"idle": 0, "recording": 1, "stopping": 2, "closed": 0, "error": 3}
+
+
+def status_message(snap: StatusSnapshot) -> Any:
+    """Build an ``xsquare_logger_msgs/SessionStatus`` from a snapshot."""
+    from xsquare_logger_msgs.msg import SessionStatus, TopicStats
+
+    msg = SessionStatus()
+    msg.stamp.sec, msg.stamp.nanosec = divmod(snap.stamp_ns, 10**9)
+    msg.state = _STATE.get(snap.state, 3)
+    msg.session_id = snap.session_id
+    msg.current_task = snap.current_task
+    msg.episode_index = snap.episode_index
+    msg.elapsed_sec = float(snap.elapsed_sec)
+    msg.bytes_written = snap.bytes_written
+    msg.messages_written = snap.messages_written
+    msg.messages_lost_transport = snap.lost_transport
+    msg.messages_dropped_queue = snap.dropped_queue
+    msg.messages_dropped_disk = snap.dropped_disk
+    msg.disk_free_bytes = snap.disk_free_bytes
+    msg.upload_backlog = snap.upload_backlog
+    msg.topics = [
+        TopicStats(
+            topic=t.topic,
+            received=t.received,
+            written=t.written,
+            lost_transport=t.lost_transport,
+            dropped_queue=t.dropped_queue,
+            dropped_disk=t.dropped_disk,
+        )
+        for t in snap.topics
+    ]
+    return msg
+
+
+def _status_qos() -> QoSProfile:
+    return QoSProfile(
+        depth=10,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+class RecorderNode(Node):
+    """Subscribes (raw) to the selected topics while a session records.
+
+    Idle until :meth:`start_session`; subscriptions exist only during a session
+    (an idle robot spends no CPU on camera traffic) and are destroyed at
+    :meth:`stop_session`, so latched topics are replayed into every new session.
+    """
+
+    def __init__(
+        self, config: LoggerConfig, node_name: str = "xsq_recorder", context: Any = None
+    ) -> None:
+        super().__init__(
+            node_name,
+            context=context,
+            allow_undeclared_parameters=True,
+            automatically_declare_parameters_from_overrides=True,
+        )
+        self.config = apply_overrides(config, self._config_overrides(), "ROS parameters")
+        self.recorder: Recorder | None = None
+        self.session_dir: Path | None = None
+        self.auto_stop_reason: str | None = None
+        self.auto_stopped = threading.Event()
+        self.on_auto_stop: list[Callable[[str], None]] = []
+        self.on_session_closed: list[Callable[[SessionManifest], None]] = []
+        self._lock = threading.RLock()
+        self._status_pub = self.create_publisher(
+            _msg_class("xsquare_logger_msgs/msg/SessionStatus"), STATUS_TOPIC, _status_qos()
+        )
+        self.selector = TopicSelector(self.config.recording, never=set(INTERNAL_TOPICS))
+        self.subscriptions_by_topic: dict[str, Subscription] = {}
+        self._warned: set[str] = set()
+        self.create_timer(self.config.recording.discovery_interval, self.discover)
+        self.live: LiveView | None = None
+        if self.config.live.enabled:
+            from xsquare_logger.bag.schema import ros2msg_schema
+
+            self.live = LiveView(self.config.live, ros2msg_schema, name=self.config.robot_id)
+
+    def destroy_node(self) -> None:
+        if self.live is not None:
+            self.live.close()
+            self.live = None
+        super().destroy_node()
+
+    # -- session lifecycle ------------------------------------------------------------------
+    def start_session(
+        self,
+        session_dir: Path | None = None,
+        visit: dict[str, object] | None = None,
+        task_topics: bool = False,
+    ) -> Recorder:
+        """Create the session directory, start the writer, subscribe. Raises on errors
+        (existing directory, unwritable data_root) before anything is recorded."""
+        with self._lock:
+            if self.recorder is not None:
+                raise RuntimeError(f"session {self.recorder.session_id} is already recording")
+            cfg = self.config
+            session_id = make_session_id(cfg.robot_id)
+            if session_dir is None:
+                session_dir = cfg.data_root / session_id
+            else:
+                session_id = session_dir.name
+            self.auto_stop_reason = None
+            self.auto_stopped.clear()
+            recorder = Recorder(
+                cfg,
+                session_dir,
+                session_id,
+                status_encoder=lambda s: serialize_message(status_message(s)),
+                on_status=self._publish_status,
+                on_auto_stop=self._auto_stop,
+                visit=visit,
+                task_topics=task_topics,
+                live=self.live,
+            )
+            self.recorder = recorder
+            self.session_dir = session_dir
+            recorder.start()
+            self.get_logger().info(f"recording session {session_id} into {session_dir}")
+            self.discover()
+            return recorder
+
+    def stop_session(self, reason: str = "stopped") -> SessionManifest | None:
+        """Unsubscribe, drain the queue, finalize every file. Blocks until written."""
+        with self._lock:
+            recorder = self.recorder
+            if recorder is None:
+                return None
+            for sub in self.subscriptions_by_topic.values():
+                self.destroy_subscription(sub)
+            self.subscriptions_by_topic.clear()
+            manifest = recorder.stop(self.auto_stop_reason or reason)
+            self.recorder = None
+            for callback in self.on_session_closed:
+                callback(manifest)
+            self.get_logger().info(
+                f"session {manifest.session_id} closed ({manifest.close_reason}); "
+                f"{manifest.drops.get('total', 0)} messages lost"
+            )
+            return manifest
+
+    def _config_overrides(self) -> dict[str, Any]:
+        # Parameters given at launch (e.g. `-p recording.max_bag_size:=1000000`)
+        # override the YAML config with the same dotted names.
+        return {
+            name: p.value
+            for name, p in self.get_parameters_by_prefix("").items()
+            # rclpy declares its own (use_sim_time, start_type_description_service...).
+            if name.split(".")[0] in LoggerConfig.model_fields and p.value is not None
+        }
+
+    def _publish_status(self, snap: StatusSnapshot) -> None:
+        if rclpy.ok(context=self.context):
+            self._status_pub.publish(status_message(snap))
+
+    def _auto_stop(self, reason: str) -> None:
+        self.auto_stop_reason = reason
+        self.auto_stopped.set()
+        for callback in self.on_auto_stop:
+            callback(reason)
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.get_logger().warning(text)
+
+    def discover(self) -> None:
+        """Subscribe to newly seen topics; refresh offered QoS of known ones."""
+        with self._lock:
+            recorder = self.recorder
+            if recorder is None or self.auto_stopped.is_set():
+                return
+            for topic, types in self.get_topic_names_and_types():
+                if not self.selector.wants(topic):
+                    continue
+                infos = self.get_publishers_info_by_topic(topic)
+                offered = [qos_to_dict(i.qos_profile) for i in infos]
+                if topic in self.subscriptions_by_topic:
+                    if offered:
+                        recorder.update_qos(topic, offered)
+                    continue
+                if len(types) != 1:
+                    self._warn_once(topic, f"not recording {topic}: it has several types {types}")
+                    continue
+                if not offered:
+                    continue  # only subscribers so far: wait for a publisher to learn its QoS
+                self._subscribe(recorder, topic, types[0], offered)
+
+    def _subscribe(
+        self, recorder: Recorder, topic: str, type_name: str, offered: list[dict[str, Any]]
+    ) -> None:
+        try:
+            msg_class = _msg_class(type_name)
+            if recorder.has_topic(topic):
+                callback = recorder.callback_for(topic)
+            else:
+                callback = recorder.add_topic(topic, type_name, offered)
+        except (SchemaNotFoundError, ImportError, AttributeError, ValueError) as exc:
+            self._warn_once(topic, f"not recording {topic} ({type_name}): {exc}")
+            return
+        qos = adapt_subscription(offered, self.config.recording.qos_depth)
+        sub = self.create_subscription(msg_class, topic, callback, qos_from_dict(qos), raw=True)
+        self.subscriptions_by_topic[topic] = sub
+        self.get_logger().info(
+            f"recording {topic} [{type_name}] ({qos['reliability']}, {qos['durability']})"
+        )
+
+
+def _msg_class(type_name: str) -> Any:
+    """Import the Python class of ``pkg/msg/Type`` (rosidl_runtime_py is not on PyPI)."""
+    parts = type_name.split("/")
+    if len(parts) != 3 or parts[1] != "msg":
+        raise ValueError(f"unsupported type name {type_name!r} (expected pkg/msg/Type)")
+    module = importlib.import_module(f"{parts[0]}.msg")
+    return getattr(module, parts[2])
+
+
+def spin_until_stopped(node: RecorderNode, stop: threading.Event) -> None:
+    """Spin on this thread until ``stop`` is set or the recorder stopped itself."""
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        while not stop.is_set() and not node.auto_stopped.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown()
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def record(config: LoggerConfig, session_dir: Path | None, ros_args: Sequence[str] = ()) -> int:
+    """Run one recording until SIGINT/SIGTERM; print the session path. Returns exit code."""
+    stop = threading.Event()
+    install_stop_signals(stop)
+    rclpy.init(args=["xsq", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        node = RecorderNode(config)
+        try:
+            node.start_session(session_dir)
+            spin_until_stopped(node, stop)
+            manifest = node.stop_session("stopped")
+        finally:
+            node.destroy_node()
+        assert manifest is not None
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+    drops = manifest.drops.get("total", 0)
+    print(f"session closed ({manifest.close_reason}); {drops} messages lost", file=sys.stderr)
+    print(node.session_dir)
+    if node.auto_stop_reason:
+        print(f"recording ended early: {node.auto_stop_reason}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point ``xsq-recorder`` (launch files): ``--config FILE`` plus ROS args."""
+    from xsquare_logger.cli.main import main as cli_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    sys.exit(cli_main(["record", *args]))

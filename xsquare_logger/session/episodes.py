@@ -1,0 +1,60 @@
+"""The episode list of a session, built from accepted tablet events."""
+
+from __future__ import annotations
+
+import json
+
+from xsquare_logger.session.events import TaskEventData
+from xsquare_logger.session.manifest import TaskEntry
+
+__all__ = ["apply_event", "tasks_metadata"]
+
+
+def apply_event(
+    tasks: list[TaskEntry], marks: list[dict[str, object]], event: TaskEventData
+) -> None:
+    """Update ``tasks``/``marks`` in place: task.start opens an episode, task.end closes it.
+
+    For a ``mark`` the label travels in ``event.task`` (TaskEvent has no label field).
+    """
+    if event.kind == "task_start":
+        tasks.append(
+            TaskEntry(
+                episode_index=event.episode_index,
+                task=event.task,
+                start_ns=event.stamp_ns,
+                operator=event.operator,
+                instruction=event.instruction,
+                event_ids=[event.event_id],
+            )
+        )
+    elif event.kind == "task_end":
+        for entry in reversed(tasks):
+            if entry.episode_index == event.episode_index and entry.end_ns is None:
+                entry.end_ns = event.stamp_ns
+                entry.outcome = event.outcome
+                entry.note = event.note
+                entry.event_ids.append(event.event_id)
+                break
+    elif event.kind == "mark":
+        marks.append(
+            {
+                "stamp_ns": event.stamp_ns,
+                "label": event.task,
+                "note": event.note,
+                "episode_index": event.episode_index,
+                "event_id": event.event_id,
+            }
+        )
+
+
+def tasks_metadata(
+    tasks: list[TaskEntry], marks: list[dict[str, object]], session_id: str
+) -> dict[str, str]:
+    """The MCAP Metadata record ``xsquare.tasks``: tools find episodes without scanning."""
+    return {
+        "session_id": session_id,
+        "count": str(len(tasks)),
+        "tasks": json.dumps([t.model_dump(mode="json") for t in tasks]),
+        "marks": json.dumps(marks),
+    }

@@ -1,0 +1,318 @@
+"""``s3://BUCKET/PREFIX`` on any S3-compatible server (AWS, MinIO, Ceph RGW, rclone, ...).
+
+Credentials come from ``upload.s3.credentials_file`` (AWS INI format) when set,
+otherwise from botocore's usual chain (``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``~/.aws/credentials``, ...).
+They are handed to botocore and never logged, and error messages never contain them.
+
+Every body goes out with Content-MD5, so the server itself rejects a part that
+was damaged on the way (``BadDigest``); the payload is not SHA-256-signed
+(botocore's default over plain http) because that would hash each byte twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import configparser
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    SSLError,
+)
+
+from xsquare_logger import __version__
+from xsquare_logger.config.upload import S3Config
+from xsquare_logger.upload.backends import (
+    BackendError,
+    NoSuchUpload,
+    PermanentError,
+    RemoteObject,
+    RemotePart,
+    TransientError,
+)
+from xsquare_logger.upload.throttle import Aborted, ThrottledBody, TokenBucket
+
+__all__ = ["S3Backend", "load_credentials_file"]
+
+META_SHA256 = "sha256"  # stored as x-amz-meta-sha256
+
+# Codes after which retrying with the same settings cannot succeed.
+_PERMANENT = {
+    "AccessDenied": "access denied: the credentials lack permission on the bucket",
+    "AllAccessDisabled": "all access to the bucket is disabled",
+    "InvalidAccessKeyId": "the access key id is not known to the server (wrong credentials)",
+    "SignatureDoesNotMatch": "the server refused the secret key (wrong credentials)",
+    "InvalidToken": "the session token is invalid",
+    "ExpiredToken": "the session token has expired",
+    "TokenRefreshRequired": "the session token has expired",
+    "AccountProblem": "the account has a problem the server will not explain",
+    "NoSuchBucket": "the bucket does not exist",
+    "InvalidBucketName": "the bucket name is invalid",
+    "InvalidArgument": "the server rejected a request argument",
+    "NotImplemented": "the server does not implement a required S3 operation",
+}
+
+
+def load_credentials_file(path: Path, profile: str) -> dict[str, str]:
+    """Read an AWS-format credentials file; returns botocore client keyword arguments."""
+    parser = configparser.ConfigParser()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except OSError as exc:
+        raise PermanentError(
+            f"cannot read S3 credentials file {path}: {exc.strerror or exc}"
+        ) from None
+    except configparser.Error as exc:
+        raise PermanentError(f"S3 credentials file {path} is not valid INI: {exc}") from None
+    section = profile or "default"
+    if not parser.has_section(section):
+        raise PermanentError(f"S3 credentials file {path} has no [{section}] profile")
+    sec = parser[section]
+    missing = [k for k in ("aws_access_key_id", "aws_secret_access_key") if not sec.get(k)]
+    if missing:
+        raise PermanentError(f"S3 credentials file {path} [{section}] lacks {', '.join(missing)}")
+    creds = {
+        "aws_access_key_id": sec["aws_access_key_id"].strip(),
+        "aws_secret_access_key": sec["aws_secret_access_key"].strip(),
+    }
+    if sec.get("aws_session_token"):
+        creds["aws_session_token"] = sec["aws_session_token"].strip()
+    return creds
+
+
+def _unquote(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+def _b64_to_hex(value: str | None) -> str | None:
+    if not value or "-" in value:  # "-N" marks a composite (per-part) checksum
+        return None
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _hex_to_b64(value: str) -> str:
+    return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+class S3Backend:
+    """boto3/botocore client bound to one bucket and key prefix."""
+
+    def __init__(
+        self,
+        url: str,
+        config: S3Config,
+        max_concurrency: int = 4,
+        throttle: TokenBucket | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
+        self.url = url
+        rest = url[len("s3://") :]
+        self.bucket, _, prefix = rest.partition("/")
+        self.prefix = prefix.strip("/")
+        self._throttle = throttle
+        self._cancelled = cancelled
+        region = (
+            config.region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
+        session = botocore.session.Session()
+        kwargs: dict[str, Any] = {}
+        if config.credentials_file is not None:
+            kwargs.update(load_credentials_file(config.credentials_file, config.profile))
+        elif config.profile:
+            session.set_config_variable("profile", config.profile)
+        verify: bool | str = config.verify_tls
+        if config.verify_tls and config.ca_bundle is not None:
+            verify = str(config.ca_bundle)
+        client_config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": config.addressing_style, "payload_signing_enabled": False},
+            # Short botocore retries absorb blips; the uploader's own backoff handles outages.
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            max_pool_connections=max(10, max_concurrency + 2),
+            # We send Content-MD5 ourselves; a second (CRC) pass over each part is waste.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            user_agent_extra=f"xsquare_logger/{__version__}",
+        )
+        try:
+            self._client = session.create_client(
+                "s3",
+                region_name=region,
+                endpoint_url=config.endpoint_url or None,
+                verify=verify,
+                config=client_config,
+                **kwargs,
+            )
+        except (BotoCoreError, ValueError) as exc:
+            raise PermanentError(f"cannot set up the S3 client for {url}: {exc}") from None
+        self.endpoint = self._client.meta.endpoint_url
+
+    # -- errors -----------------------------------------------------------------------------
+    def _error(self, exc: Exception, what: str) -> BackendError:
+        where = f"{what} at {self.endpoint} (bucket {self.bucket})"
+        if isinstance(exc, Aborted):
+            return TransientError(f"{what}: stopped")
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+            return PermanentError(
+                f"{where}: no usable S3 credentials ({type(exc).__name__}); set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or upload.s3.credentials_file"
+            )
+        if isinstance(exc, SSLError):
+            # Could be a wrong CA as well as a captive portal on hotel Wi-Fi: retry, loudly.
+            return TransientError(
+                f"{where}: TLS verification failed ({exc}); set upload.s3.ca_bundle for a "
+                "private CA"
+            )
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code == "NoSuchUpload":
+                return NoSuchUpload(f"{where}: multipart upload is gone")
+            if code in ("InvalidPart", "InvalidPartOrder") and what.startswith("completion"):
+                # Retrying the same part list cannot succeed: start the file over.
+                return NoSuchUpload(f"{where}: server refused the part list ({code})")
+            if code in _PERMANENT:
+                return PermanentError(f"{where}: {_PERMANENT[code]} ({code})")
+            if status == 403 or code == "403":
+                return PermanentError(
+                    f"{where}: access denied (HTTP 403): wrong credentials or no permission"
+                )
+            if code in ("404", "NoSuchKey") and what.startswith("bucket"):
+                return PermanentError(f"{where}: the bucket does not exist")
+            message = err.get("Message") or code
+            return TransientError(f"{where}: server error {status} {code}: {message}")
+        if isinstance(exc, ConnectionError | BotoCoreError | OSError):
+            return TransientError(f"{where}: {type(exc).__name__}: {exc}")
+        return TransientError(f"{where}: unexpected {type(exc).__name__}: {exc}")
+
+    def _call(self, what: str, fn: Callable[..., dict[str, Any]], **kw: Any) -> dict[str, Any]:
+        try:
+            return fn(Bucket=self.bucket, **kw)
+        except Exception as exc:  # botocore raises a zoo; _error sorts it
+            raise self._error(exc, what) from None
+
+    def _body(self, data: bytes) -> bytes | ThrottledBody:
+        if self._throttle is None:
+            return data
+        return ThrottledBody(data, self._throttle, self._cancelled)
+
+    # -- Backend ----------------------------------------------------------------------------
+    def probe(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            return  # it answered; a refusal surfaces, with its reason, on the first upload
+        except Exception as exc:
+            raise self._error(exc, "bucket check") from None
+
+    def put(self, key: str, data: bytes, md5_hex: str, sha256_hex: str) -> str:
+        r = self._call(
+            f"upload of {key}",
+            self._client.put_object,
+            Key=key,
+            Body=self._body(data),
+            ContentMD5=_hex_to_b64(md5_hex),
+            ChecksumSHA256=_hex_to_b64(sha256_hex),
+            Metadata={META_SHA256: sha256_hex},
+        )
+        return _unquote(r.get("ETag"))
+
+    def create_multipart(self, key: str, sha256_hex: str) -> str:
+        r = self._call(
+            f"start of multipart upload of {key}",
+            self._client.create_multipart_upload,
+            Key=key,
+            Metadata={META_SHA256: sha256_hex},
+        )
+        return str(r["UploadId"])
+
+    def upload_part(
+        self, key: str, upload_id: str, number: int, offset: int, data: bytes, md5_hex: str
+    ) -> str:
+        r = self._call(
+            f"upload of part {number} of {key}",
+            self._client.upload_part,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=self._body(data),
+            **({"ContentMD5": _hex_to_b64(md5_hex)} if md5_hex else {}),
+        )
+        return _unquote(r.get("ETag"))
+
+    def list_parts(self, key: str, upload_id: str) -> dict[int, RemotePart]:
+        parts: dict[int, RemotePart] = {}
+        marker = 0
+        while True:
+            r = self._call(
+                f"listing parts of {key}",
+                self._client.list_parts,
+                Key=key,
+                UploadId=upload_id,
+                PartNumberMarker=marker,
+            )
+            for p in r.get("Parts", []):
+                parts[int(p["PartNumber"])] = RemotePart(int(p["Size"]), _unquote(p["ETag"]))
+            if not r.get("IsTruncated"):
+                return parts
+            marker = int(r.get("NextPartNumberMarker", 0))
+            if marker <= 0:
+                return parts
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> str:
+        r = self._call(
+            f"completion of {key}",
+            self._client.complete_multipart_upload,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{e}"'} for n, e in parts]},
+        )
+        return _unquote(r.get("ETag"))
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception:  # best effort: servers expire abandoned uploads themselves
+            return
+
+    def head(self, key: str) -> RemoteObject | None:
+        try:
+            r = self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                return None
+            raise self._error(exc, f"check of {key}") from None
+        except Exception as exc:
+            raise self._error(exc, f"check of {key}") from None
+        meta = {k.lower(): v for k, v in (r.get("Metadata") or {}).items()}
+        return RemoteObject(
+            size=int(r["ContentLength"]),
+            etag=_unquote(r.get("ETag")) or None,
+            meta_sha256=meta.get(META_SHA256),
+            checksum_sha256=_b64_to_hex(r.get("ChecksumSHA256")),
+        )
+
+    def delete(self, key: str) -> None:
+        self._call(f"deletion of {key}", self._client.delete_object, Key=key)
