@@ -42,8 +42,8 @@ setup(
         "console_scripts": [
             "xsq = xsquare_logger.cli.main:main",
             "xsq-tablet = xsquare_logger.cli.tablet:main",
-            "xsq-recorder = xsquare_logger.ros.recorder_node:main",
-            "xsq-sim = xsquare_logger.ros.sim_node:main",
+            "xsq-recorder = xsquare_logger.cli.main:recorder_main",
+            "xsq-sim = xsquare_logger.cli.main:sim_main",
         ],
     },
 )

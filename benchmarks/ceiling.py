@@ -19,7 +19,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from xsquare_logger.recording.qos import adapt_subscription
+from xsquare_logger.bag.qos import adapt_subscription
 from xsquare_logger.ros.qos import qos_from_dict, qos_to_dict
 from xsquare_logger.ros.recorder_node import _msg_class
 

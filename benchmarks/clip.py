@@ -32,8 +32,8 @@ from typing import Any
 from mcap.reader import NonSeekingReader
 
 from xsquare_logger.bag.mcap_writer import McapWriter
+from xsquare_logger.bag.qos import make_qos
 from xsquare_logger.config.model import RecordingConfig
-from xsquare_logger.recording.qos import make_qos
 from xsquare_logger.session.counters import TopicStats
 from xsquare_logger.session.manifest import SessionManifest, TaskEntry
 from xsquare_logger.session.store import SessionWriter

@@ -12,9 +12,9 @@ import pytest
 from rclpy.serialization import serialize_message
 from support import known
 
+from xsquare_logger.bag.qos import make_qos
 from xsquare_logger.bag.schema import ros2msg_schema
 from xsquare_logger.config.model import LoggerConfig, apply_overrides
-from xsquare_logger.recording.qos import make_qos
 from xsquare_logger.recording.recorder import Recorder
 
 websockets_sync = pytest.importorskip("websockets.sync.client")

@@ -15,8 +15,8 @@ from mcap.reader import make_reader
 from rclpy.serialization import serialize_message
 from support import known
 
+from xsquare_logger.bag.qos import adapt_subscription, make_qos
 from xsquare_logger.config.model import ConfigError, LoggerConfig, apply_overrides, load_config
-from xsquare_logger.recording.qos import adapt_subscription, make_qos
 from xsquare_logger.recording.recorder import Recorder
 from xsquare_logger.recording.selection import TopicSelector
 from xsquare_logger.session.store import SessionExistsError

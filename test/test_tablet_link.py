@@ -22,11 +22,11 @@ import pytest
 import zmq
 from test_tablet_protocol import _check_event_grammar, _random_frame
 
+from xsquare_logger.cli import keys as keys_cli
+from xsquare_logger.cli import tablet as tablet_cli
 from xsquare_logger.link.keys import KeyStore
 from xsquare_logger.link.protocol import Reply
 from xsquare_logger.session.events import TaskEventData
-from xsquare_logger.cli import keys as keys_cli
-from xsquare_logger.cli import tablet as tablet_cli
 from xsquare_logger.tablet.client import (
     StatusSubscriber,
     TabletAuthError,

@@ -33,12 +33,12 @@ from mcap.reader import make_reader
 from rclpy.serialization import serialize_message
 from rosbags.highlevel import AnyReader
 
+from xsquare_logger.bag.qos import make_qos
+from xsquare_logger.cli import tools as tools_cli
 from xsquare_logger.config.model import RecordingConfig
-from xsquare_logger.recording.qos import make_qos
 from xsquare_logger.session.counters import TopicStats
 from xsquare_logger.session.manifest import SessionManifest, TaskEntry, read_manifest
 from xsquare_logger.session.store import SessionWriter
-from xsquare_logger.cli import tools as tools_cli
 from xsquare_logger.tools.clip import ClipError, clip_session
 from xsquare_logger.tools.report import (
     Thresholds,

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from xsquare_logger import __version__
+from xsquare_logger.bag.qos import make_qos
 from xsquare_logger.config.model import RecordingConfig
-from xsquare_logger.recording.qos import make_qos
 from xsquare_logger.recording.recorder import make_session_id
 from xsquare_logger.session.counters import TopicStats
 from xsquare_logger.session.manifest import SessionManifest

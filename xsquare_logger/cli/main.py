@@ -20,7 +20,7 @@ from xsquare_logger.cli import upload as upload_cli
 from xsquare_logger.config import ConfigError, LoggerConfig, apply_overrides, load_config
 from xsquare_logger.errors import XsqError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "recorder_main", "sim_main"]
 
 
 def _add_record(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -241,6 +241,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xsq {args.command}: {exc}", file=sys.stderr)
         return 2
     return 1
+
+
+def recorder_main() -> None:
+    """Entry point ``xsq-recorder`` (launch files): ``--config FILE`` plus ROS args."""
+    sys.exit(main(["record", *sys.argv[1:]]))
+
+
+def sim_main() -> None:
+    """Entry point ``xsq-sim``: the simulated humanoid (``xsq sim``)."""
+    from xsquare_logger.ros.sim_node import main as run_sim
+
+    sys.exit(int(run_sim(sys.argv[1:]) or 0))
 
 
 if __name__ == "__main__":

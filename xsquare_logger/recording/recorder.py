@@ -21,10 +21,10 @@ from typing import Any
 
 from xsquare_logger import __version__
 from xsquare_logger.bag.mcap_writer import McapWriterError
+from xsquare_logger.bag.qos import QosDict, make_qos
 from xsquare_logger.camera.stage import CompressionStage
 from xsquare_logger.config.model import LoggerConfig, config_digest
 from xsquare_logger.live.server import LiveView
-from xsquare_logger.recording.qos import QosDict, make_qos
 from xsquare_logger.recording.queue import ByteBoundedQueue
 from xsquare_logger.recording.sequence import SequenceTracker
 from xsquare_logger.session.counters import TopicStats

@@ -11,7 +11,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 
-from xsquare_logger.recording.qos import INFINITE, QosDict, make_qos
+from xsquare_logger.bag.qos import INFINITE, QosDict, make_qos
 
 __all__ = ["qos_from_dict", "qos_to_dict"]
 

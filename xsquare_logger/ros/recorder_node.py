@@ -23,10 +23,10 @@ from rclpy.serialization import serialize_message
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 
+from xsquare_logger.bag.qos import adapt_subscription
 from xsquare_logger.bag.schema import SchemaNotFoundError
 from xsquare_logger.config.model import LoggerConfig, apply_overrides
 from xsquare_logger.live.server import LiveView
-from xsquare_logger.recording.qos import adapt_subscription
 from xsquare_logger.recording.recorder import (
     INTERNAL_TOPICS,
     STATUS_TOPIC,
@@ -38,7 +38,7 @@ from xsquare_logger.recording.selection import TopicSelector
 from xsquare_logger.ros.qos import qos_from_dict, qos_to_dict
 from xsquare_logger.session.manifest import SessionManifest
 
-__all__ = ["RecorderNode", "main", "status_message"]
+__all__ = ["RecorderNode", "status_message"]
 
 log = logging.getLogger("xsquare_logger.recorder_node")
 
@@ -306,11 +306,3 @@ def record(config: LoggerConfig, session_dir: Path | None, ros_args: Sequence[st
         print(f"recording ended early: {node.auto_stop_reason}", file=sys.stderr)
         return 3
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point ``xsq-recorder`` (launch files): ``--config FILE`` plus ROS args."""
-    from xsquare_logger.cli.main import main as cli_main
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    sys.exit(cli_main(["record", *args]))

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from xsquare_logger.recording.qos import QosDict
+from xsquare_logger.bag.qos import QosDict
 
 __all__ = ["METADATA_NAME", "BagFile", "BagTopic", "build_metadata", "write_metadata_yaml"]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from xsquare_logger import __version__
 from xsquare_logger.bag.mcap_writer import McapWriter
+from xsquare_logger.bag.qos import QosDict, qos_profiles_yaml
 from xsquare_logger.bag.schema import ros2msg_schema, type_description_hash
 from xsquare_logger.config.model import RecordingConfig
-from xsquare_logger.recording.qos import QosDict, qos_profiles_yaml
 from xsquare_logger.session.counters import TopicStats
 from xsquare_logger.session.episodes import tasks_metadata
 from xsquare_logger.session.fsutil import SessionLock
