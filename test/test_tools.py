@@ -670,3 +670,19 @@ def test_foxglove_layout_topics_exist_in_a_sim_session() -> None:
         rest = path[len(topic) + 1:]
         if rest:
             _resolve(types[topic], rest.split("."))
+
+
+def test_foxglove_layouts_title_panels_for_lichtblick_too() -> None:
+    """Foxglove reads ``foxglovePanelTitle``, Lichtblick (the open fork) ``lichtblickPanelTitle``:
+    every layout file sets both, equal, on every titled panel."""
+    layouts = sorted(LAYOUT.parent.glob("*.json"))
+    assert len(layouts) >= 2
+    for path in layouts:
+        titled = 0
+        for panel, config in json.loads(path.read_text())["configById"].items():
+            names = {k: config[k] for k in ("foxglovePanelTitle", "lichtblickPanelTitle")
+                     if k in config}
+            if names:
+                titled += 1
+                assert len(names) == 2 and len(set(names.values())) == 1, (path.name, panel, names)
+        assert titled, path.name
