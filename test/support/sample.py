@@ -69,7 +69,7 @@ def make_session(
         compression="none", max_bag_size=max_file_bytes, fsync=False, chunk_size=chunk
     )
     writer = SessionWriter(data_root / session_id, manifest, cfg)
-    stats = TopicStats(TOPIC, TYPE)
+    stats = TopicStats(topic=TOPIC, type=TYPE)
     index = writer.add_topic(TOPIC, TYPE, [make_qos()], stats)
     # Distinct payloads (a few) keep every chunk different without generating N bytes of noise.
     payloads = _payloads(min(message_bytes, max(1024, size_bytes // 16)), 8, seed)

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from xsquare_logger.config.model import ConfigError, LoggerConfig, apply_overrides, load_config
+from xsquare_logger.upload.backends import remote_url
 from xsquare_logger.upload.queue import FAILED, QUEUED, UPLOADING, SessionRow, UploadQueue
 
 __all__ = ["add_parser", "main", "run"]
@@ -120,7 +121,7 @@ def _row_dict(r: SessionRow) -> dict[str, Any]:
     return {
         "session_id": r.session_id,
         "state": r.state,
-        "remote": f"{r.destination.rstrip('/')}/{r.remote_prefix}",
+        "remote": remote_url(r.destination, r.remote_prefix),
         "total_bytes": r.total_bytes,
         "bytes_left": r.bytes_left,
         "attempts": r.attempts,
@@ -257,7 +258,7 @@ def _now_one(uploader: Any, row: SessionRow, attempts: int, bar: _Bar) -> int:
     if outcome in ("verified", "deleted"):
         bar.print(
             f"{sid}: {outcome} ({_human(row.total_bytes)} in {dt:.1f} s) -> "
-            f"{current.destination.rstrip('/')}/{current.remote_prefix}"
+            f"{remote_url(current.destination, current.remote_prefix)}"
         )
         return 0
     if outcome == "busy":

@@ -23,6 +23,7 @@ __all__ = [
     "TransientError",
     "destination_prefix",
     "open_backend",
+    "remote_url",
 ]
 
 
@@ -108,6 +109,16 @@ def destination_prefix(destination: str) -> str:
     if destination.startswith("s3://"):
         return destination[len("s3://") :].partition("/")[2].strip("/")
     return ""
+
+
+def remote_url(destination: str, remote_prefix: str) -> str:
+    """Where a session's objects are: ``remote_prefix`` already holds the destination's
+    key prefix (``s3://BUCKET/PREFIX`` -> ``PREFIX/robot/day/id``), so only the bucket
+    (or the depot folder) goes in front of it."""
+    if destination.startswith("s3://"):
+        bucket = destination[len("s3://") :].partition("/")[0]
+        return f"s3://{bucket}/{remote_prefix}"
+    return f"{destination.rstrip('/')}/{remote_prefix}"
 
 
 def open_backend(

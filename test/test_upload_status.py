@@ -1,0 +1,90 @@
+"""What ``xsq upload status`` / ``now`` tell the operator, checked as an operator sees it.
+
+Real processes (``python -m xsquare_logger.cli.main ...``), stdout piped (not a
+terminal), a real S3 server (``rclone serve s3``) where a destination is needed.
+The only fake: a temp tree shaped like ``/sys/class/net`` for the gate (interface
+state cannot be changed on a build machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+from botocore.config import Config
+from support.localserver import LocalS3Server
+from support.sample import make_session
+
+MIB = 1024 * 1024
+
+
+def xsq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "xsquare_logger.cli.main", *args],
+        capture_output=True,  # stdout is a pipe, as in `xsq upload status | less`
+        text=True,
+        timeout=120,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def fake_sysfs(root: Path, wireless_up: bool) -> Path:
+    d = root / "class" / "net" / ("wlan0" if wireless_up else "eth0")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "operstate").write_text("up\n")
+    if wireless_up:
+        (d / "wireless").mkdir(exist_ok=True)
+    return root
+
+
+def write_config(tmp_path: Path, destination: str, wireless_up: bool = True, **upload: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "data_root": str(tmp_path / "data"),
+        "upload": {
+            "destination": destination,
+            "part_size": 5 * MIB,
+            "retry": {"initial": 0.1, "maximum": 0.2},
+            "gate": {"sysfs_root": str(fake_sysfs(tmp_path / "sys", wireless_up))},
+            "retention": {"delete_after": None, "free_disk_reserve": 0},
+            **upload,
+        },
+    }
+    path = tmp_path / "robot.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def s3_client(server: LocalS3Server) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+def test_now_and_status_show_where_the_objects_really_are(tmp_path: Path) -> None:
+    with LocalS3Server(tmp_path / "s3", buckets=("bucket1",)) as server:
+        config = write_config(tmp_path, "s3://bucket1/tc3", s3={"endpoint_url": server.endpoint})
+        session = make_session(tmp_path / "data", "r1", 1 * MIB)
+        env = dict(os.environ) | server.env()
+        r = xsq("upload", "now", "--config", str(config), env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        line = next(x for x in r.stdout.splitlines() if x.startswith(f"{session.name}: verified"))
+        shown = line.rsplit("-> ", 1)[1].strip()
+        assert "tc3/tc3" not in r.stdout
+        assert shown.startswith("s3://bucket1/tc3/r1/") and shown.endswith(session.name)
+        # The location shown is where the objects are.
+        key = shown.removeprefix("s3://bucket1/") + "/session.json"
+        s3_client(server).head_object(Bucket="bucket1", Key=key)
+        doc = json.loads(xsq("upload", "status", "--json", "--config", str(config)).stdout)
+        assert doc["sessions"][0]["remote"] == shown
