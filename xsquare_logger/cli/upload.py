@@ -24,7 +24,14 @@ import yaml
 
 from xsquare_logger.config.model import ConfigError, LoggerConfig, apply_overrides, load_config
 from xsquare_logger.upload.backends import remote_url
-from xsquare_logger.upload.queue import FAILED, QUEUED, UPLOADING, SessionRow, UploadQueue
+from xsquare_logger.upload.queue import (
+    BACKOFF,
+    FAILED,
+    QUEUED,
+    UPLOADING,
+    SessionRow,
+    UploadQueue,
+)
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -147,7 +154,7 @@ def _status(cfg: LoggerConfig, as_json: bool) -> int:
         gate = json.loads(q.get_meta("gate") or "null")
     finally:
         q.close()
-    pending = [r for r in rows if r.state in (QUEUED, UPLOADING, FAILED)]
+    pending = [r for r in rows if r.state in (QUEUED, UPLOADING, BACKOFF, FAILED)]
     backlog = {"sessions": len(pending), "bytes": sum(r.bytes_left for r in pending)}
     if as_json:
         doc = {
@@ -167,23 +174,30 @@ def _status(cfg: LoggerConfig, as_json: bool) -> int:
     if gate:
         at = datetime.fromtimestamp(gate["at_ns"] / 1e9).strftime("%Y-%m-%d %H:%M:%S")
         state = "open" if gate["open"] else f"closed: {gate['reason']}"
-        console.print(f"gate: {state} (uploader checked at {at})", markup=False)
+        idle = ", nothing was due" if gate.get("idle") else ""
+        console.print(f"gate: {state} (uploader checked at {at}{idle})", markup=False)
     console.print(f"backlog: {backlog['sessions']} session(s), {_human(backlog['bytes'])} left")
-    table = Table(show_lines=False)
-    for col in ("session", "state", "size", "left", "tries", "last error"):
-        table.add_column(col)
+    header = ("session", "state", "size", "left", "tries", "last error")
+    lines = []
     for r in rows:
         err = r.last_error or ""
-        if r.state == QUEUED and r.next_attempt_ns > time.time_ns():
+        if r.state == BACKOFF or (r.state == QUEUED and r.next_attempt_ns > time.time_ns()):
             err = f"retry at {datetime.fromtimestamp(r.next_attempt_ns / 1e9):%H:%M:%S}: {err}"
-        table.add_row(
-            r.session_id,
-            r.state,
-            _human(r.total_bytes),
-            _human(r.bytes_left),
-            str(r.attempts),
-            err,
-        )
+        size, left = _human(r.total_bytes), _human(r.bytes_left)
+        lines.append((r.session_id, r.state, size, left, str(r.attempts), err))
+    if not sys.stdout.isatty():
+        # Piped (grep, less, a script): rich would cut the table at 80 columns and
+        # ellipsize the ids an operator copies into `xsq upload retry`. Plain columns.
+        widths = [max(len(x[i]) for x in (header, *lines)) for i in range(len(header) - 1)]
+        for cells in (header, *lines):
+            padded = [c.ljust(w) for c, w in zip(cells, widths, strict=False)]
+            print("  ".join([*padded, cells[-1]]).rstrip())
+        return 0
+    table = Table(show_lines=False)
+    for col in header:
+        table.add_column(col, overflow="fold")
+    for cells in lines:
+        table.add_row(*cells)
     console.print(table)
     return 0
 
@@ -219,7 +233,7 @@ def _now(uploader: Any, sessions: list[str], attempts: int, progress: bool) -> i
                 return 1
             rows.append(row)
     else:
-        rows = q.sessions((QUEUED, UPLOADING, FAILED))
+        rows = q.sessions((QUEUED, UPLOADING, BACKOFF, FAILED))
     if not rows:
         print("nothing to upload")
         return 0

@@ -24,6 +24,8 @@ __all__ = ["FileRow", "PartRow", "SessionRow", "UploadQueue"]
 # such a session is retried only after a config/credentials change or `xsq upload retry`.
 QUEUED, UPLOADING, VERIFIED = "queued", "uploading", "verified"
 FAILED, DELETED = "failed", "deleted"
+# A try failed with a transient error; the next one is due at next_attempt_ns.
+BACKOFF = "backoff"
 # File states.
 PENDING, UPLOADED, FILE_VERIFIED = "pending", "uploaded", "verified"
 
@@ -227,11 +229,11 @@ class UploadQueue:
         return [self._session(r) for r in self._query(sql + " ORDER BY s.started_ns", args)]
 
     def next_due(self, now_ns: int) -> SessionRow | None:
-        """Oldest queued/uploading session whose backoff has expired."""
+        """Oldest queued/uploading/backoff session whose backoff has expired."""
         rows = self._query(
-            self._SESSION_SQL + " WHERE s.state IN (?,?) AND s.next_attempt_ns<=?"
+            self._SESSION_SQL + " WHERE s.state IN (?,?,?) AND s.next_attempt_ns<=?"
             " ORDER BY s.started_ns, s.session_id LIMIT 1",
-            (QUEUED, UPLOADING, now_ns),
+            (QUEUED, UPLOADING, BACKOFF, now_ns),
         )
         return self._session(rows[0]) if rows else None
 
@@ -252,9 +254,9 @@ class UploadQueue:
     def mark_transient(self, session_id: str, error: str, next_attempt_ns: int) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE sessions SET attempts=attempts+1, next_attempt_ns=?, last_error=?,"
-                " error_kind='transient', updated_ns=? WHERE session_id=?",
-                (next_attempt_ns, error, time.time_ns(), session_id),
+                "UPDATE sessions SET state=?, attempts=attempts+1, next_attempt_ns=?,"
+                " last_error=?, error_kind='transient', updated_ns=? WHERE session_id=?",
+                (BACKOFF, next_attempt_ns, error, time.time_ns(), session_id),
             )
 
     def mark_failed(self, session_id: str, error: str, kind: str, fingerprint: str) -> None:

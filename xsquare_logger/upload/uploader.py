@@ -34,6 +34,7 @@ from xsquare_logger.upload.backends import (
 )
 from xsquare_logger.upload.gate import Gate, read_ssid
 from xsquare_logger.upload.queue import (
+    BACKOFF,
     DELETED,
     FAILED,
     FILE_VERIFIED,
@@ -212,6 +213,16 @@ class Uploader:
         self._pool.shutdown(wait=True)
         self.queue.close()
 
+    def close(self) -> None:
+        """Same as :meth:`stop`: threads joined, part pool shut down, queue closed."""
+        self.stop()
+
+    def __enter__(self) -> Uploader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def wake(self) -> None:
         """Scan and try again now (e.g. right after a session was closed)."""
         self._last_scan = -1e18
@@ -231,7 +242,7 @@ class Uploader:
 
     def _idle_wait(self) -> float:
         wait = self.ucfg.scan_interval
-        due = self.queue.sessions((QUEUED, UPLOADING))
+        due = self.queue.sessions((QUEUED, UPLOADING, BACKOFF))
         if due:
             soonest = min(r.next_attempt_ns for r in due) / 1e9 - time.time()
             wait = min(wait, max(0.05, soonest))
@@ -246,8 +257,8 @@ class Uploader:
 
     # -- queries ----------------------------------------------------------------------------
     def backlog(self) -> dict[str, int]:
-        """Sessions not yet verified (queued, uploading, failed) and their bytes left."""
-        rows = self.queue.sessions((QUEUED, UPLOADING, FAILED))
+        """Sessions not yet verified (queued, uploading, backoff, failed) and their bytes left."""
+        rows = self.queue.sessions((QUEUED, UPLOADING, BACKOFF, FAILED))
         return {"sessions": len(rows), "bytes": sum(r.bytes_left for r in rows)}
 
     # -- one pass ---------------------------------------------------------------------------
@@ -261,7 +272,9 @@ class Uploader:
             self.retention.run()
         row = self.queue.next_due(time.time_ns())
         if row is None:
-            self._note_gate(None, idle=True)
+            # Nothing due, but status still reports what the gate would say (the probe
+            # is cached while the destination answers, so this costs little).
+            self._note_gate(self.gate.check(), idle=True)
             return "idle"
         try:
             self._get_backend()
@@ -331,7 +344,7 @@ class Uploader:
                 f"no session {session_id!r} in the upload queue or under "
                 f"{self.data_root} (is it closed?)"
             )
-        if row.state in (FAILED, QUEUED, UPLOADING):
+        if row.state in (FAILED, QUEUED, UPLOADING, BACKOFF):
             if row.dir.is_dir():
                 # The operator may have repaired the session (e.g. `xsq recover`):
                 # hashes we took ourselves (metadata.yaml, session.json) are taken again.
