@@ -137,12 +137,14 @@ class FileTransfer:
             if fut.exception() is not None:
                 errors.append(fut.exception())  # type: ignore[arg-type]
 
+        changed: LocalFileChanged | None = None
         with open(path, "rb") as fh:
             for n in range(1, n_parts + 1):
                 chunk = fh.read(part_size)
                 want = min(part_size, f.size - (n - 1) * part_size)
                 if len(chunk) != want:
-                    raise _changed(path, f, (n - 1) * part_size + len(chunk), None)
+                    changed = _changed(path, f, (n - 1) * part_size + len(chunk), None)
+                    break
                 sha.update(chunk)
                 if full_md5 is not None:
                     full_md5.update(chunk)
@@ -171,8 +173,18 @@ class FileTransfer:
                 )
                 inflight.add(fut)
                 fut.add_done_callback(done)
-            extra = fh.read(1) if not (errors or paused) else b""
+            extra = fh.read(1) if not (errors or paused or changed) else b""
         wait(inflight)
+        if changed is None and extra:
+            changed = _changed(path, f, f.size + 1, None)
+        if changed is None and not (errors or paused) and sha.hexdigest() != f.sha256:
+            changed = _changed(path, f, f.size, sha.hexdigest())
+        if changed is not None:
+            # These bytes must never complete: drop the upload and the parts the server
+            # holds (after the parts in flight have landed), and start over if it heals.
+            self.backend.abort_multipart(key, upload_id)
+            self.queue.file_reset(session_id, f.name)
+            raise changed
         if errors:
             exc = errors[0]
             if isinstance(exc, NoSuchUpload):
@@ -182,12 +194,6 @@ class FileTransfer:
             raise exc
         if paused:
             raise Paused(paused)
-        if extra:
-            raise _changed(path, f, f.size + 1, None)
-        if sha.hexdigest() != f.sha256:
-            self.backend.abort_multipart(key, upload_id)
-            self.queue.file_reset(session_id, f.name)
-            raise _changed(path, f, f.size, sha.hexdigest())
         parts = self.queue.parts(session_id, f.name, upload_id)
         try:
             etag = self.backend.complete_multipart(
