@@ -9,6 +9,7 @@ the simulator's renderer (gradient, moving pattern, noise), at small sizes to st
 from __future__ import annotations
 
 import array
+import itertools
 import threading
 from pathlib import Path
 
@@ -329,6 +330,73 @@ def test_h264_keyframes_follow_stamps_when_camera_is_slower_than_fps() -> None:
     enc.encode(parse_image(image_cdr(frames[0], "bgr8", 0)))
     assert enc.last_keyframe
     enc.close()
+
+
+def _key_gaps_ns(stamps: list[int]) -> list[int]:
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+@needs_av
+def test_h264_keyframes_by_stamp_survive_skipped_frames() -> None:
+    """Encoding fell behind and every third frame got through (the stage skipped the rest):
+    the keyframe is forced by stamp, on the last frame before the 1 s deadline if the next
+    one would land past it. (The old rule forced the first frame past 0.983 s: 1.067 s gaps.)
+    Stamps are jittered by up to 0.5 ms."""
+    frames = sim_frames(64, 48, "bgr8", n=4)
+    enc = H264Encoder(64, 48, fps=30, keyframe_interval_s=1.0)
+    rng = np.random.default_rng(3)
+    period = NS // 30
+    kept = [0, *range(2, 300, 3)]  # 10 s at 30 Hz, two of three frames skipped
+    keys = []
+    for i in kept:
+        stamp = 5 * NS + i * period + int(rng.integers(0, 500_000))
+        enc.encode(parse_image(image_cdr(frames[i % 4], "bgr8", stamp)))
+        if enc.last_keyframe:
+            keys.append(stamp)
+    enc.close()
+    gaps = _key_gaps_ns(keys)
+    assert len(keys) >= 10 and max(gaps) <= NS, [g / NS for g in gaps]
+
+
+@needs_av
+def test_stage_keeps_the_keyframe_due_frame_when_encoding_falls_behind() -> None:
+    """The lane is full exactly when the frame at the 1 s deadline arrives: the stage drops
+    the frame waiting before it instead, so the keyframe comes at 1.0 s, not after the skip."""
+    frames = sim_frames(64, 48, n=4)
+    gate = threading.Event()
+    gate.set()
+    entered = threading.Event()
+    calls: list[tuple[int, int, bytes]] = []
+
+    def on_output(_topic: str, _type: str, cdr: bytes, log_ns: int, _p: int, seq: int) -> None:
+        entered.set()
+        gate.wait(30)
+        calls.append((seq, log_ns, cdr))
+
+    spec = {"/cam": CameraCompression(mode="h264")}
+    with CompressionStage(spec, on_output, workers=1, max_pending_per_topic=2) as stage:
+        def submit(i: int) -> bool:
+            stamp = i * NS // 30
+            return stage.submit("/cam", image_cdr(frames[i % 4], "rgb8", stamp), stamp, stamp, i)
+
+        for i in range(28):
+            assert submit(i) and stage.drain(timeout=30)
+        gate.clear()
+        assert submit(28)
+        assert entered.wait(30)  # frame 28 is stuck in on_output
+        assert submit(29)  # waits behind it: the lane is full
+        assert submit(30)  # due (1.0 s): takes the place of 29, which is skipped
+        assert not submit(31)  # not due: refused as usual
+        gate.set()
+        assert stage.drain(timeout=30)
+        for i in range(32, 75):
+            assert submit(i) and stage.drain(timeout=30)
+        skipped = stage.skipped["/cam"]
+    assert [c[0] for c in calls] == [i for i in range(75) if i not in (29, 31)]
+    assert skipped == 2
+    keys = [log for _seq, log, cdr in calls if 5 in nal_types(cdr)]
+    assert keys[0] == 0
+    assert max(_key_gaps_ns(keys)) <= NS, [k / NS for k in keys]
 
 
 @needs_av

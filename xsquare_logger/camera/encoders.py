@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fractions
 import importlib
+from collections import deque
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from xsquare_logger.camera.cdr import (
     serialize_compressed_video,
 )
 from xsquare_logger.config.camera import CameraCompression
+from xsquare_logger.errors import XsqError
 
 __all__ = [
     "COMPRESSED_IMAGE",
@@ -43,11 +45,13 @@ __all__ = [
 
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 
+_CADENCE_WINDOW = 8  # frames whose stamp steps predict the next frame's (H.264 keyframes)
+_ROUNDING_NS = 1_000
 _AV_MISSING = "H.264 needs the optional 'av' package: pip install 'xsquare_logger[h264]'"
 _CV2_MISSING = "JPEG needs OpenCV: pip install opencv-python-headless"
 
 
-class CodecUnavailable(RuntimeError):
+class CodecUnavailable(XsqError, RuntimeError):
     """The library a codec needs is not installed (or lacks the codec)."""
 
 
@@ -125,17 +129,23 @@ class H264Encoder:
       returns the packet of exactly that frame (one frame per message, stamps line up).
     * ``repeat-headers``, ``annexb``: every keyframe is a self-contained Annex B access unit
       starting with SPS and PPS, so a player can start at any keyframe (Foxglove requires it).
-    * ``keyint = round(fps * keyframe_interval_s)`` frames, ``scenecut=0``: keyframes on a
-      fixed cadence. Keyframes are also forced by ``header.stamp`` once
-      ``keyframe_interval_s`` has passed (less half a frame, for stamp jitter), so a camera
-      slower than ``fps`` still gets one per interval; a stamp going backwards forces one too.
+    * Keyframes by time, not frame count (``keyint=infinite``, ``scenecut=0``): x264 places
+      none itself; :meth:`keyframe_due` forces an IDR by ``header.stamp``. The deadline is the
+      last keyframe's stamp + ``keyframe_interval_s``: the first frame at or after it is
+      forced, and so is the last frame before it when the next one would land past it,
+      predicted from the recent frame spacing (the largest of the last
+      ``_CADENCE_WINDOW`` stamp steps plus their spread, the stamp jitter). So frames skipped
+      because encoding fell behind (a sparser cadence), a camera slower than ``fps`` and
+      jittered stamps all still get a keyframe at most ``keyframe_interval_s`` apart. A
+      stamp going backwards forces one too. (An isolated skip of the very frame at the
+      deadline cannot be foreseen here: ``CompressionStage`` keeps that frame instead.)
     * Colour: OpenCV converts to I420 with BT.601 limited-range coefficients; the stream says
       so in its VUI (``colormatrix=smpte170m``, ``range=tv``), so decoders invert it exactly.
 
     Args:
         width: frame width in pixels (even: 4:2:0 chroma needs pairs).
         height: frame height in pixels (even).
-        fps: nominal frame rate in Hz (time base and keyint).
+        fps: nominal frame rate in Hz (the stream's time base).
         keyframe_interval_s: longest time between keyframes, seconds.
         preset: x264 speed preset (``ultrafast`` ~2-4 ms per 720p frame here).
         crf: constant rate factor, 0-51 (lower = better quality, bigger).
@@ -166,17 +176,16 @@ class H264Encoder:
         self._cv2: Any = _import("cv2", _CV2_MISSING)
         self.width = width
         self.height = height
-        self.keyint = max(1, round(fps * keyframe_interval_s))
         self._interval_ns = round(keyframe_interval_s * 1e9)
-        self._slack_ns = round(0.5e9 / fps)
         self._last_key_ns: int | None = None
+        self._last_ns: int | None = None  # stamp of the previous frame
+        self._steps: deque[int] = deque(maxlen=_CADENCE_WINDOW)  # recent stamp steps, ns
         self.frames = 0  # frames encoded
         self.keyframes = 0  # of which keyframes
         self.last_keyframe = False  # whether the last encode() produced a keyframe
 
         x264_params = [
-            f"keyint={self.keyint}",
-            f"min-keyint={self.keyint}",
+            "keyint=infinite",  # keyframes only where keyframe_due() forces them
             "scenecut=0",
             "bframes=0",
             "repeat-headers=1",
@@ -200,7 +209,6 @@ class H264Encoder:
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = 1 / rate
         ctx.framerate = rate
-        ctx.gop_size = self.keyint
         ctx.max_b_frames = 0
         ctx.thread_count = threads
         if bitrate_kbps is not None:
@@ -219,11 +227,28 @@ class H264Encoder:
         # mono8: via BGR so luma gets the same limited-range mapping as colour cameras.
         return cv2.cvtColor(cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR), cv2.COLOR_BGR2YUV_I420)
 
-    def _keyframe_due(self, stamp_ns: int) -> bool:
+    @property
+    def keyframe_deadline_ns(self) -> int | None:
+        """Stamp (ns) from which a frame is forced to be a keyframe; None before the first."""
         last = self._last_key_ns
-        return (
-            last is None or stamp_ns < last or stamp_ns - last >= self._interval_ns - self._slack_ns
-        )
+        return None if last is None else last + self._interval_ns
+
+    def keyframe_due(self, stamp_ns: int) -> bool:
+        """Whether the frame stamped ``stamp_ns`` (the next one to encode) is forced IDR."""
+        deadline = self.keyframe_deadline_ns
+        previous = self._last_ns
+        if deadline is None or previous is None or stamp_ns < previous:
+            return True
+        if stamp_ns >= deadline:
+            return True
+        steps = self._steps
+        if not steps:
+            return False
+        spread = max(steps) - min(steps)
+        # Integer-ns stamps of a steady rate differ by a nanosecond of rounding: not jitter.
+        if spread <= _ROUNDING_NS:
+            spread = 0
+        return stamp_ns + max(steps) + spread > deadline
 
     def encode(self, image: ParsedImage) -> bytes:
         """Serialized ``CompressedVideo`` CDR holding exactly this frame.
@@ -240,7 +265,7 @@ class H264Encoder:
         frame = av.VideoFrame.from_ndarray(self._to_i420(image), format="yuv420p")
         frame.pts = self.frames
         stamp_ns = image.stamp_ns
-        if self._keyframe_due(stamp_ns):
+        if self.keyframe_due(stamp_ns):
             frame.pict_type = av.video.frame.PictureType.I
         packets = self._ctx.encode(frame)
         if len(packets) != 1:
@@ -250,6 +275,7 @@ class H264Encoder:
             )
         packet = packets[0]
         self.frames += 1
+        self._note_step(stamp_ns)
         self.last_keyframe = bool(packet.is_keyframe)
         if self.last_keyframe:
             self.keyframes += 1
@@ -257,6 +283,17 @@ class H264Encoder:
         return serialize_compressed_video(
             image.stamp, image.frame_id, memoryview(packet), self.format
         )
+
+    def _note_step(self, stamp_ns: int) -> None:
+        previous = self._last_ns
+        self._last_ns = stamp_ns
+        if previous is None or stamp_ns < previous:
+            self._steps.clear()  # a new clock: the old cadence says nothing
+            return
+        step = stamp_ns - previous
+        # A pause as long as the interval is no cadence (its next frame is forced anyway).
+        if 0 < step < self._interval_ns:
+            self._steps.append(step)
 
     def close(self) -> None:
         """Flush (zerolatency holds no frames back) and release the codec."""

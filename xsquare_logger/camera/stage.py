@@ -8,7 +8,10 @@ and encode; ``on_output`` receives each result **in submission order per topic**
   waiting for an earlier frame). When it is full, ``submit`` returns False and counts the frame
   in ``skipped``: encoding has fallen behind the camera, and the frame is lost (report it like
   any other loss). Dropping the newest frame keeps memory bounded (a 720p frame is 2.7 MB)
-  and keeps the stream's keyframe cadence intact.
+  and keeps the stream's keyframe cadence intact. One exception: on an H.264 lane, a frame
+  due to be a keyframe (stamp at or past the encoder's keyframe deadline) takes the place
+  of the newest frame not yet started, which is counted in ``skipped`` instead, so a skip
+  never pushes a keyframe past ``keyframe_interval_s``.
 * H.264 lanes are serial: one encoder per camera, fed one frame at a time in order, because
   each P-frame depends on the previous one. JPEG lanes are parallel: frames of one camera
   may be encoded on several workers at once, and delivery still follows submission order.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import struct
 import threading
 import time
 from collections import deque
@@ -49,6 +53,16 @@ OnOutput = Callable[[str, str, bytes, int, int, int], None]
 """``on_output(out_topic, out_type, cdr_bytes, log_time_ns, publish_time_ns, seq)``."""
 
 _OUTPUT_TYPES = {"jpeg": COMPRESSED_IMAGE, "h264": COMPRESSED_VIDEO}
+_CDR_LE = b"\x00\x01"
+_STAMP = struct.Struct("<iI")  # header.stamp, right after the 4-byte CDR encapsulation
+
+
+def _stamp_ns(cdr: bytes) -> int | None:
+    """``header.stamp`` of a little-endian Image CDR, ns; None if it cannot be read."""
+    if len(cdr) < 12 or cdr[:2] != _CDR_LE:
+        return None
+    sec, nanosec = _STAMP.unpack_from(cdr, 4)
+    return int(sec) * 1_000_000_000 + int(nanosec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +103,9 @@ class LaneStats:
 
 
 class _Job:
-    __slots__ = ("cdr", "done", "error", "keyframe", "log_ns", "out", "pub_ns", "seq", "size")
+    __slots__ = (
+        "cdr", "done", "error", "keyframe", "log_ns", "out", "pub_ns", "seq", "size", "started",
+    )  # fmt: skip
 
     def __init__(self, cdr: bytes, log_ns: int, pub_ns: int, seq: int) -> None:
         self.cdr = cdr
@@ -101,6 +117,7 @@ class _Job:
         self.error: str | None = None
         self.keyframe = False
         self.done = False
+        self.started = False  # a worker took it (set under the lane lock)
 
 
 class _Lane:
@@ -216,7 +233,9 @@ class CompressionStage:
 
         Returns:
             True if accepted; False if the topic already has ``max_pending_per_topic`` frames
-            in flight (the frame is dropped and counted in ``skipped``).
+            in flight (the frame is dropped and counted in ``skipped``). On an H.264 lane a
+            frame due to be a keyframe is accepted in place of the newest frame not yet
+            started (that one is counted in ``skipped``).
 
         Raises:
             KeyError: ``topic`` is not handled by this stage.
@@ -230,7 +249,9 @@ class CompressionStage:
                 raise RuntimeError("CompressionStage is closed")
             if len(lane.pending) >= self._max_pending:
                 lane.skipped += 1
-                return False
+                return lane.serial and self._take_place(
+                    lane, cdr_bytes, log_time_ns, publish_time_ns, seq
+                )
             job = _Job(cdr_bytes, log_time_ns, publish_time_ns, seq)
             lane.pending.append(job)
             lane.submitted += 1
@@ -242,6 +263,21 @@ class CompressionStage:
             # Queued under the lane lock, so close() knows every accepted frame is queued
             # ahead of its stop sentinels (SimpleQueue.put never blocks).
             self._tasks.put((lane, job))
+        return True
+
+    @staticmethod
+    def _take_place(lane: _Lane, cdr: bytes, log_ns: int, pub_ns: int, seq: int) -> bool:
+        """Full H.264 lane (lock held): if this frame is due to be a keyframe and the newest
+        pending frame is not started and not due, put this frame in its place."""
+        encoder = lane.encoder
+        deadline = encoder.keyframe_deadline_ns if isinstance(encoder, H264Encoder) else None
+        job = lane.pending[-1]
+        if deadline is None or job.started:
+            return False
+        stamp, queued = _stamp_ns(cdr), _stamp_ns(job.cdr)
+        if stamp is None or queued is None or stamp < deadline or queued >= deadline:
+            return False
+        job.cdr, job.size, job.log_ns, job.pub_ns, job.seq = cdr, len(cdr), log_ns, pub_ns, seq
         return True
 
     def stats(self) -> dict[str, LaneStats]:
@@ -324,6 +360,8 @@ class CompressionStage:
             self._deliver(lane)
 
     def _encode(self, lane: _Lane, job: _Job) -> None:
+        with lane.lock:
+            job.started = True  # from now on submit() must not swap its frame
         try:
             image = parse_image(job.cdr)
             encoder = lane.encoder_for(image.width, image.height)

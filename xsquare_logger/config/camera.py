@@ -42,9 +42,9 @@ class CameraCompression(BaseModel):
         30.0,
         gt=0,
         le=240,
-        description="H.264: nominal camera rate in Hz; sets the encoder's frame interval "
-        "(keyint = fps x keyframe_interval_s frames). Keyframes are also forced by header "
-        "stamp, so a slower camera still gets one per interval.",
+        description="H.264: nominal camera rate in Hz; sets the stream's time base. "
+        "Keyframes are placed by header stamp, not frame count, so a slower camera or "
+        "skipped frames still get one per keyframe_interval_s.",
     )
     crf: int = Field(
         23, ge=0, le=51, description="H.264 constant rate factor: lower is better quality."
