@@ -5,6 +5,11 @@ processes. The only fake: a temp tree shaped like ``/sys/class/net`` for the gat
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,7 @@ from support.sample import make_session
 
 from xsquare_logger.config.model import LoggerConfig, load_config
 from xsquare_logger.upload.queue import UploadQueue
-from xsquare_logger.upload.uploader import Uploader
+from xsquare_logger.upload.uploader import Uploader, default_queue_path
 
 MIB = 1024 * 1024
 BUCKET = "sessions"
@@ -92,3 +97,51 @@ def test_file_found_short_mid_multipart_leaves_no_upload_on_the_server(
 
 def _parts_confirmed(queue: UploadQueue, sid: str) -> int:
     return sum(f.bytes_done for f in queue.files(sid))
+
+
+def test_sigterm_under_bandwidth_cap_pauses_at_part_boundary_and_resumes(
+    tmp_path: Path, s3: LocalS3Server
+) -> None:
+    config = write_config(tmp_path, s3.endpoint, bandwidth_limit=4_000_000)
+    cfg = load_config(config)
+    session = make_session(tmp_path / "data", "r1", 30 * MIB)
+    mcap = mcap_of(session)
+    env = dict(os.environ) | s3.env()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xsquare_logger.cli.main", "upload", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        qpath = default_queue_path(cfg)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not qpath.exists():
+            time.sleep(0.05)
+        queue = UploadQueue(qpath)
+        while time.monotonic() < deadline:  # first part of the MCAP file confirmed
+            if queue.session(session.name) and queue.file(session.name, mcap.name).bytes_done:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no part confirmed within 60 s")
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    row = queue.session(session.name)
+    assert row is not None
+    assert row.error_kind == "paused", (row.state, row.last_error)
+    assert row.last_error == "paused: uploader stopping"
+    assert "Traceback" not in err and "WARNING" not in err and "ERROR" not in err
+    # Resume: every part is sent (and confirmed) exactly once over both runs.
+    with Uploader(cfg) as up:
+        assert up.upload(session.name, force=True) == "verified"
+        f = up.queue.file(session.name, mcap.name)
+        assert f.bytes_sent == f.size
+    queue.close()

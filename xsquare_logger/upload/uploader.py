@@ -174,6 +174,9 @@ class Uploader:
         self.queue = UploadQueue(self.queue_path)
         self._locks = self.queue_path.parent / "locks"
         self._stop = threading.Event()
+        # Set only when stop() runs out of patience: cuts throttled bodies mid-part.
+        # A plain stop lets the parts in flight finish and pauses at the next boundary.
+        self._abort = threading.Event()
         self._wake = threading.Event()
         self._busy = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -200,15 +203,21 @@ class Uploader:
         if self._thread is not None:
             return
         self._stop.clear()
+        self._abort.clear()
         self._thread = threading.Thread(target=self._run, name="xsq-uploader", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the parts in flight (completed parts are kept for the next start)."""
+        """Stop after the parts in flight: the transfer pauses at the next part boundary
+        and completed parts are kept for the next start. Parts still in flight after
+        ``timeout`` seconds (a slow bandwidth cap) are cut, and sent again next time."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._abort.set()
+                self._thread.join(10.0)
             self._thread = None
         self._pool.shutdown(wait=True)
         self.queue.close()
@@ -323,7 +332,7 @@ class Uploader:
     def _get_backend(self) -> Backend:
         fp = self._fingerprint()
         if self._backend is None or fp != self._backend_fingerprint:
-            self._backend = open_backend(self.ucfg, self._throttle, self._stop.is_set)
+            self._backend = open_backend(self.ucfg, self._throttle, self._abort.is_set)
             self._backend_fingerprint = fp
             self._plain_md5 = self.queue.get_meta(self._etag_style_key()) == "1"
         return self._backend
