@@ -145,3 +145,22 @@ def test_sigterm_under_bandwidth_cap_pauses_at_part_boundary_and_resumes(
         f = up.queue.file(session.name, mcap.name)
         assert f.bytes_sent == f.size
     queue.close()
+
+
+def test_verbose_never_logs_credentials(tmp_path: Path, s3: LocalS3Server) -> None:
+    config = write_config(tmp_path, s3.endpoint)
+    make_session(tmp_path / "data", "r1", 6 * MIB)  # single PUT and multipart requests
+    env = dict(os.environ) | s3.env()
+    r = subprocess.run(
+        [sys.executable, "-m", "xsquare_logger.cli.main", "-v", "upload", "now", "--config",
+         str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert "DEBUG" in r.stderr  # -v is on: the test would prove nothing otherwise
+    for secret in (s3.access_key, s3.secret_key):
+        assert secret not in r.stdout and secret not in r.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import configparser
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,15 @@ from xsquare_logger.upload.throttle import Aborted, ThrottledBody, TokenBucket
 __all__ = ["S3Backend", "load_credentials_file"]
 
 META_SHA256 = "sha256"  # stored as x-amz-meta-sha256
+
+# botocore's DEBUG output prints every request's headers, the Authorization header
+# (access key id) included, and `xsq -v` turns the root logger to DEBUG. These
+# libraries get a floor of WARNING of their own, so no verbosity makes them log a
+# credential; our own messages say what was sent and where.
+for _name in ("botocore", "boto3", "s3transfer", "urllib3"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+log = logging.getLogger(__name__)
 
 # Codes after which retrying with the same settings cannot succeed.
 _PERMANENT = {
@@ -167,6 +177,13 @@ class S3Backend:
         except (BotoCoreError, ValueError) as exc:
             raise PermanentError(f"cannot set up the S3 client for {url}: {exc}") from None
         self.endpoint = self._client.meta.endpoint_url
+        log.debug(
+            "S3 client: bucket %s, prefix %r, endpoint %s, region %s",
+            self.bucket,
+            self.prefix,
+            self.endpoint,
+            region,
+        )
 
     # -- errors -----------------------------------------------------------------------------
     def _error(self, exc: Exception, what: str) -> BackendError:
