@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from xsquare_logger.errors import XsqError
 from xsquare_logger.session.fsutil import LOCK_NAME
 from xsquare_logger.session.manifest import MANIFEST_NAME, ManifestError, read_manifest
 from xsquare_logger.session.store import ACTIVE_SUFFIX
@@ -35,7 +36,7 @@ _SKIP_SUFFIXES = (".tmp", ACTIVE_SUFFIX)
 _READ_BLOCK = 4 * 1024 * 1024
 
 
-class SessionNotReady(Exception):
+class SessionNotReady(XsqError):
     """The directory is not (yet) a closed session that may be uploaded."""
 
 

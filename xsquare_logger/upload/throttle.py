@@ -11,12 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 
+from xsquare_logger.errors import XsqError
+
 __all__ = ["Aborted", "ThrottledBody", "TokenBucket"]
 
 SLICE = 64 * 1024  # bytes handed to the socket per read when throttled
 
 
-class Aborted(Exception):
+class Aborted(XsqError):
     """The transfer was told to stop while a throttled body was being sent."""
 
 

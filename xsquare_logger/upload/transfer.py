@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from xsquare_logger.errors import XsqError
 from xsquare_logger.upload.backends import (
     Backend,
     NoSuchUpload,
@@ -34,7 +35,7 @@ MAX_PARTS = 10_000  # S3 limit
 MIB = 1024 * 1024
 
 
-class Paused(Exception):
+class Paused(XsqError):
     """The gate closed (or the uploader is stopping); resume from the last completed part."""
 
 

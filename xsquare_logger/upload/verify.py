@@ -24,6 +24,7 @@ import hashlib
 import re
 from pathlib import Path
 
+from xsquare_logger.errors import XsqError
 from xsquare_logger.upload.backends import RemoteObject
 
 __all__ = [
@@ -38,7 +39,7 @@ _MD5_ETAG = re.compile(r"^[0-9a-f]{32}(-[0-9]+)?$")
 _BLOCK = 4 * 1024 * 1024
 
 
-class VerificationFailed(Exception):
+class VerificationFailed(XsqError):
     """The remote copy is not proven to match: the session stays local."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from xsquare_logger.config.upload import UploadConfig
+from xsquare_logger.errors import XsqError
 from xsquare_logger.upload.throttle import TokenBucket
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 
-class BackendError(Exception):
+class BackendError(XsqError):
     """A destination error; the message is for the operator and never holds a secret."""
 
 
