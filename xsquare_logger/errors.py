@@ -8,8 +8,13 @@ stay ordinary exceptions and keep their traceback.
 
 from __future__ import annotations
 
-__all__ = ["XsqError"]
+__all__ = ["XsqError", "one_line"]
 
 
 class XsqError(Exception):
     """An error the user can act on; ``str(exc)`` is the one-line message."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``str(exc)`` on one line: parsers (YAML, pydantic) put line/column marks on extra lines."""
+    return " ".join(str(exc).split())

@@ -42,6 +42,8 @@ from typing import IO, Any, Final
 import lz4.frame
 import zstandard
 
+from xsquare_logger.errors import XsqError
+
 __all__ = [
     "MCAP_MAGIC",
     "McapWriter",
@@ -73,7 +75,7 @@ class Opcode:
     DATA_END: Final = 0x0F
 
 
-class McapWriterError(Exception):
+class McapWriterError(XsqError):
     """Raised for misuse of :class:`McapWriter` and for I/O failures while writing.
 
     ``errno`` carries the OS error number when the cause was an ``OSError`` (e.g. ``ENOSPC``

@@ -32,6 +32,7 @@ import zstandard
 from mcap.reader import make_reader
 
 from xsquare_logger.bag.mcap_writer import MCAP_MAGIC, McapWriter, McapWriterError, Opcode
+from xsquare_logger.errors import XsqError
 
 __all__ = ["RecoveryError", "RecoveryResult", "recover_mcap"]
 
@@ -46,7 +47,7 @@ _DATA_END_SIZE = 1 + 8 + 4
 _SUFFIX = ".active"
 
 
-class RecoveryError(Exception):
+class RecoveryError(XsqError):
     """The file cannot be recovered (not an MCAP file, no valid header, target exists, ...)."""
 
 

@@ -27,6 +27,8 @@ import re
 import sys
 from pathlib import Path
 
+from xsquare_logger.errors import XsqError
+
 __all__ = [
     "SchemaNotFoundError",
     "normalize_type_name",
@@ -55,7 +57,7 @@ _NAME = r"[a-zA-Z][a-zA-Z0-9_]*"
 _TYPE_NAME = re.compile(rf"^({_NAME})/(?:({_NAME})/)?({_NAME})$")
 
 
-class SchemaNotFoundError(LookupError):
+class SchemaNotFoundError(XsqError, LookupError):
     """No ``.msg`` definition for a ROS type (or one of its dependencies) was found."""
 
     def __init__(self, type_name: str, searched: list[str], needed_by: str | None = None) -> None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from xsquare_logger.config.camera import CameraCompression
 from xsquare_logger.config.live import LiveConfig
 from xsquare_logger.config.upload import UploadConfig
-from xsquare_logger.errors import XsqError
+from xsquare_logger.errors import XsqError, one_line
 
 __all__ = [
     "ConfigError",
@@ -209,10 +209,13 @@ def load_config(path: str | os.PathLike[str] | None = None) -> LoggerConfig:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config file {p}: not UTF-8 text ({exc.reason} "
+                          f"at byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {p} is not valid YAML: {one_line(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import zmq.auth
 
+from xsquare_logger.errors import XsqError
+
 __all__ = ["AllowList", "KeyStore", "KeyStoreError", "TabletKey", "load_key_file"]
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ _ROBOT = "robot"
 _Z85_KEY_LEN = 40
 
 
-class KeyStoreError(Exception):
+class KeyStoreError(XsqError):
     """A key store operation failed; the message names the path and what to do."""
 
 

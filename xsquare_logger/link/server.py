@@ -28,6 +28,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from xsquare_logger.config.model import TabletConfig
+from xsquare_logger.errors import XsqError
 from xsquare_logger.link.keys import AllowList, KeyStore
 from xsquare_logger.link.protocol import (
     MAX_MESSAGE_BYTES,
@@ -54,7 +55,7 @@ _REBIND_TRIES = 50
 _DENIAL_LOG_INTERVAL = 60.0
 
 
-class TabletServerError(Exception):
+class TabletServerError(XsqError):
     """The server could not start (bad endpoint, port in use, missing keys)."""
 
 

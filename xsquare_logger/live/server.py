@@ -15,13 +15,18 @@ from collections.abc import Callable
 from typing import Any
 
 from xsquare_logger.config.live import LiveConfig
+from xsquare_logger.errors import XsqError
 
-__all__ = ["LiveView"]
+__all__ = ["LiveView", "LiveViewError"]
 
 log = logging.getLogger("xsquare_logger.live")
 
 _CAMERA_TYPES = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"})
 _NEVER_THROTTLE = frozenset({"foxglove_msgs/msg/CompressedVideo"})
+
+
+class LiveViewError(XsqError):
+    """The live view server could not start (port in use, bad host)."""
 
 
 class LiveView:
@@ -39,9 +44,15 @@ class LiveView:
         self.config = config
         self._schema_provider = schema_provider
         self._context = foxglove.Context()
-        self._server = foxglove.start_server(
-            name=name, host=config.host, port=config.port, context=self._context
-        )
+        try:
+            self._server = foxglove.start_server(
+                name=name, host=config.host, port=config.port, context=self._context
+            )
+        except RuntimeError as exc:  # foxglove-sdk reports bind failures as RuntimeError
+            raise LiveViewError(
+                f"live view: cannot listen on {config.host}:{config.port}: {exc} "
+                "(set live.port, or live.enabled=false)"
+            ) from exc
         self._channels: dict[str, Any] = {}
         self._period_ns: dict[str, int] = {}
         self._last_ns: dict[str, int] = {}

@@ -17,16 +17,16 @@ from mcap.reader import make_reader
 
 from xsquare_logger import __version__
 from xsquare_logger.bag.recover import RecoveryError, recover_mcap
+from xsquare_logger.errors import XsqError
+from xsquare_logger.session.counters import TopicStats
 from xsquare_logger.session.fsutil import SessionLock
+from xsquare_logger.session.index import IndexedTopic, SessionIndex
 from xsquare_logger.session.manifest import (
     FileEntry,
     ManifestError,
     SessionManifest,
-    TopicEntry,
     read_manifest,
-    write_manifest,
 )
-from xsquare_logger.session.metadata import BagFile, BagTopic, build_metadata, write_metadata_yaml
 
 __all__ = [
     "RecoveryFailed",
@@ -38,7 +38,7 @@ __all__ = [
 _FILE_RE = re.compile(r"_(\d+)\.mcap$")
 
 
-class RecoveryFailed(Exception):
+class RecoveryFailed(XsqError):
     """Recovery could not proceed; the message says which file and why."""
 
 
@@ -63,10 +63,13 @@ def _qos_list(text: str) -> list[dict[str, object]]:
 
 
 def rebuild_indexes(directory: Path, reason: str) -> SessionManifest:
-    """Rewrite metadata.yaml and session.json from the complete MCAP files in ``directory``."""
+    """Rewrite metadata.yaml and session.json from the complete MCAP files in ``directory``.
+
+    What is in the files is the truth for ``written``; the other counters (they
+    include the losses) are kept from the last session.json.
+    """
     files = sorted(directory.glob("*.mcap"), key=_file_order)
-    topics: dict[str, BagTopic] = {}
-    bag_files: list[BagFile] = []
+    in_files: dict[str, IndexedTopic] = {}
     entries: list[FileEntry] = []
     for path in files:
         with open(path, "rb") as fh:
@@ -76,18 +79,16 @@ def rebuild_indexes(directory: Path, reason: str) -> SessionManifest:
         stats = summary.statistics
         for cid, channel in summary.channels.items():
             schema = summary.schemas.get(channel.schema_id)
-            topic = topics.setdefault(
+            topic = in_files.setdefault(
                 channel.topic,
-                BagTopic(
-                    channel.topic,
-                    schema.name if schema else "",
-                    channel.metadata.get("topic_type_hash", ""),
-                    _qos_list(channel.metadata.get("offered_qos_profiles", "")),
+                IndexedTopic(
+                    TopicStats(channel.topic, schema.name if schema else ""),
+                    type_hash=channel.metadata.get("topic_type_hash", ""),
+                    qos=_qos_list(channel.metadata.get("offered_qos_profiles", "")),
                 ),
             )
-            topic.message_count += stats.channel_message_counts.get(cid, 0)
+            topic.stats.written += stats.channel_message_counts.get(cid, 0)
         start, end = stats.message_start_time, stats.message_end_time
-        bag_files.append(BagFile(path.name, start, max(0, end - start), stats.message_count))
         entries.append(
             FileEntry(
                 path=path.name,
@@ -108,26 +109,25 @@ def rebuild_indexes(directory: Path, reason: str) -> SessionManifest:
             software_version=__version__,
             config_digest="unknown",
         )
-    custom = {
-        "xsquare.session_id": manifest.session_id,
-        "xsquare.robot_id": manifest.robot_id,
-        "xsquare.software_version": manifest.software_version,
-    }
-    write_metadata_yaml(directory, build_metadata(list(topics.values()), bag_files, custom))
-    manifest.files = entries
-    for t in topics.values():
-        entry = manifest.topics.get(t.name) or TopicEntry(type=t.type)
-        # Counters from the last status are kept (they include losses); what is
-        # actually in the files is the truth for "written".
-        entry.written = t.message_count
-        manifest.topics[t.name] = entry
+    topics: list[IndexedTopic] = []
+    for name, entry in manifest.topics.items():
+        found = in_files.pop(name, None)
+        stats = entry.stats(name)
+        if found is not None:
+            stats.written = found.stats.written
+            topics.append(IndexedTopic(stats, found.type_hash, found.qos))
+        else:  # a raw camera recorded compressed, or a topic with nothing in the files
+            stats.written = 0
+            topics.append(IndexedTopic(stats, compressed_to=entry.compressed_to, in_bag=False))
+    for found in in_files.values():
+        found.stats.received = found.stats.written
+        topics.append(found)
     if manifest.state == "recording":
         manifest.state = "recovered"
         manifest.close_reason = reason
     if manifest.ended_ns is None and entries:
         manifest.ended_ns = max(e.end_ns for e in entries)
-    write_manifest(directory, manifest)
-    return manifest
+    return SessionIndex(manifest, topics, entries).write(directory)
 
 
 def recover_session(directory: Path) -> Iterator[str]:

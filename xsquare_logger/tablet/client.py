@@ -23,6 +23,7 @@ import zmq
 from pydantic import ValidationError
 from zmq.utils.monitor import parse_monitor_message
 
+from xsquare_logger.errors import XsqError
 from xsquare_logger.link.keys import KeyStore, load_key_file
 from xsquare_logger.link.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Reply, StatusMessage
 
@@ -44,7 +45,7 @@ _HANDSHAKE_FAILURES = (
 )
 
 
-class TabletError(Exception):
+class TabletError(XsqError):
     """The robot answered ``ok: false`` (``code`` is the protocol's error code),
     or the link failed (``TIMEOUT``, ``AUTH_REFUSED``, ``HANDSHAKE_FAILED``, ``BAD_REPLY``)."""
 

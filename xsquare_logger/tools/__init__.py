@@ -6,8 +6,10 @@ MCAP files); :mod:`xsquare_logger.cli.tools` adapts them to the ``xsq`` command.
 
 from __future__ import annotations
 
+from xsquare_logger.errors import XsqError
+
 __all__ = ["ToolError"]
 
 
-class ToolError(Exception):
+class ToolError(XsqError):
     """A session tool cannot do what was asked; the message names the problem and the path."""
