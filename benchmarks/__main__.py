@@ -185,19 +185,15 @@ def print_humanoid(r: dict) -> None:
 
 
 def writer_bench() -> dict:
-    from benchmarks.writer import run
+    from benchmarks.writer import run_all
 
-    return {c: run(compression=c, directory=".") for c in ("zstd", "lz4", "none")}
+    return run_all(directory=".")
 
 
 def print_writer(results: dict) -> None:
-    print("\n== MCAP writer micro-benchmark (same bytes, payload MB/s, best of 3) ==")
-    print(f"{'chunks':8} {'plain write':>12} {'official mcap':>14} {'ours':>8} "
-          f"{'ours/official':>14} {'ours/plain':>11}")
-    for comp, r in results.items():
-        print(f"{comp:8} {r['plain_mb_s']:>12.0f} {r['official_mb_s']:>14.0f} "
-              f"{r['ours_mb_s']:>8.0f} {r['ratio_ours_vs_official']:>14.2f} "
-              f"{r['ratio_ours_vs_plain']:>11.2f}")
+    from benchmarks.writer import print_table
+
+    print_table(results)
 
 
 def main(argv: list[str] | None = None) -> int:
