@@ -411,6 +411,103 @@ def test_clip_seeks_instead_of_scanning(session: Path, tmp_path: Path) -> None:
     assert again.chunks_read < again.chunks_total
 
 
+def _h264_stream(name: str, seconds: int, phase_ms: int) -> list[Msg]:
+    """Real libx264 frames (30 Hz, a keyframe each second) as recorded CompressedVideo."""
+    from sensor_msgs.msg import Image
+
+    from xsquare_logger.camera.cdr import parse_image
+    from xsquare_logger.camera.encoders import H264Encoder
+    from xsquare_logger.sim.frames import render_frames
+    from xsquare_logger.sim.profiles import QOS_SENSOR, ImageStream
+
+    frames = render_frames(ImageStream(
+        topic=f"/camera/{name}/image_raw", type_name="sensor_msgs/msg/Image", rate_hz=30.0,
+        qos=QOS_SENSOR, camera=name, width=64, height=48,
+    ))
+
+    encoder = H264Encoder(64, 48, fps=30, keyframe_interval_s=1.0)
+    msgs: list[Msg] = []
+    for i in range(seconds * 30):
+        stamp = T0 + phase_ms * MS + i * NS // 30
+        img = Image(height=48, width=64, encoding="rgb8", step=192,
+                    data=frames[i % 30].tobytes())
+        img.header.stamp.sec, img.header.stamp.nanosec = divmod(stamp, NS)
+        cdr = encoder.encode(parse_image(serialize_message(img)))
+        msgs.append((stamp + CAMERA_LATENCY, stamp, i + 1, cdr))
+    encoder.close()
+    return msgs
+
+
+def _video_data(cdr: bytes) -> bytes:
+    """The ``data`` field, decoded by rosbags from the embedded schema (not our parser)."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from xsquare_logger.bag.embedded import COMPRESSED_VIDEO, embedded_schema
+
+    store = get_typestore(Stores.EMPTY)
+    store.register(get_types_from_msg(embedded_schema(COMPRESSED_VIDEO).decode(),
+                                      COMPRESSED_VIDEO))
+    return bytes(store.deserialize_cdr(cdr, COMPRESSED_VIDEO).data)
+
+
+def test_clip_of_h264_starts_each_video_topic_at_a_keyframe(tmp_path: Path) -> None:
+    """An episode starting mid-GOP: the clip carries each CompressedVideo topic from the
+    keyframe at or before the clip start (and says so), so a player shows the cameras at
+    once; every other topic starts at the clip start."""
+    av = pytest.importorskip("av")
+    from xsquare_logger.camera.h264 import nal_unit_types
+
+    streams = {
+        "/camera/head/image_raw/h264": ("foxglove_msgs/msg/CompressedVideo",
+                                        _h264_stream("head", 4, 0)),
+        "/camera/left_wrist/image_raw/h264": ("foxglove_msgs/msg/CompressedVideo",
+                                              _h264_stream("left_wrist", 4, 400)),
+        "/joint_states": _messages()["/joint_states"],
+    }
+    episode = TaskEntry(episode_index=0, task="fold towel", start_ns=T0 + 2_300 * MS,
+                        end_ns=T0 + 3_000 * MS, outcome="success")
+    write_session(tmp_path / "h264", streams, [episode])
+    result = clip_session(tmp_path / "h264", 0, 0.0, tmp_path / "clip")
+    start = result.start_ns
+    assert start == T0 + 2_300 * MS
+
+    by_topic: dict[str, list[tuple[int, bytes]]] = {}
+    for topic, log_time, _pub, _seq, data in sorted(mcap_messages(result.mcap_path),
+                                                   key=lambda m: m[1]):
+        by_topic.setdefault(topic, []).append((log_time, data))
+    preroll = {}
+    for topic, (_type, source) in streams.items():
+        clipped = by_topic[topic]
+        if topic == "/joint_states":
+            assert clipped[0][0] >= start
+            continue
+        # The keyframe at or before the start: 2.0 s (+ phase), received 12 ms later.
+        keyframe_log = max(log for log, _p, _s, data in source
+                           if log <= start and 5 in nal_unit_types(_video_data(data)))
+        assert clipped[0][0] == keyframe_log < start
+        assert [m[0] for m in clipped] == [log for log, *_ in source
+                                           if keyframe_log <= log <= result.end_ns]
+        first = _video_data(clipped[0][1])
+        assert {5, 7, 8} <= set(nal_unit_types(first)), nal_unit_types(first)
+        decoder = av.CodecContext.create("h264", "r")
+        for log_time, data in clipped:  # every frame decodes, from the first message on
+            assert len(decoder.decode(av.Packet(_video_data(data)))) == 1, log_time
+        preroll[topic] = keyframe_log
+
+    # Said in all three places a clip describes itself.
+    manifest_clip_of = read_manifest(tmp_path / "clip").model_extra["clip_of"]
+    assert manifest_clip_of["preroll_start_ns"] == preroll
+    import yaml
+
+    meta = yaml.safe_load((tmp_path / "clip" / "metadata.yaml").read_text())
+    custom = meta["rosbag2_bagfile_information"]["custom_data"]
+    assert json.loads(custom["xsquare.clip_of"])["preroll_start_ns"] == preroll
+    with open(result.mcap_path, "rb") as f:
+        records = {m.name: m.metadata for m in make_reader(f).iter_metadata()}
+    assert json.loads(records["xsquare.tasks"]["clip_of"])["preroll_start_ns"] == preroll
+    assert doctor(result.mcap_path).returncode == 0
+
+
 def test_clip_refuses_to_overwrite_and_bad_pad(session: Path, tmp_path: Path) -> None:
     existing = tmp_path / "exists"
     existing.mkdir()

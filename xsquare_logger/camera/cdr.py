@@ -27,6 +27,7 @@ __all__ = [
     "CdrError",
     "ParsedImage",
     "UnsupportedImage",
+    "compressed_video_data",
     "parse_image",
     "serialize_compressed_image",
     "serialize_compressed_video",
@@ -188,6 +189,22 @@ def parse_image(buf: bytes | bytearray | memoryview) -> ParsedImage:
         # bytearray input would give a writable view; codecs must never touch the source.
         pixels.flags.writeable = False
     return ParsedImage((sec, nanosec), frame_id, height, width, encoding, step, pixels)
+
+
+def compressed_video_data(buf: bytes | bytearray | memoryview) -> memoryview:
+    """The ``data`` field (the bitstream) of a serialized ``foxglove_msgs/msg/CompressedVideo``,
+    as a view into ``buf`` (no copy).
+
+    Raises:
+        CdrError: the bytes are truncated or not plain CDR.
+    """
+    r = _Reader(buf)
+    r.i32("timestamp.sec")
+    r.u32("timestamp.nanosec")
+    r.string("frame_id")
+    size = r.u32("data length")
+    offset = r._take(size, "data")
+    return memoryview(buf)[offset : offset + size]
 
 
 def _pad(n: int) -> bytes:

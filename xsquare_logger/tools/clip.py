@@ -7,7 +7,15 @@ The clip is found through the indexes, never by scanning the session:
    first and last ``log_time``; the official reader's ``iter_messages(starting_at=,
    ending_at=)`` seeks to, reads and decompresses only the chunks overlapping the range.
 
-So the cost grows with the length of the episode, not of the session. The output is written
+So the cost grows with the length of the episode, not of the session.
+
+H.264 topics (``foxglove_msgs/msg/CompressedVideo``) are decodable only from a keyframe, and an
+episode starts anywhere in a GOP. So each such topic is copied from the keyframe at or before
+the clip start (found by reading back, 2 s at first, through the same indexes; a keyframe is a
+frame whose Annex B NAL units hold an SPS and an IDR slice): the clip's cameras show at once.
+That pre-roll start per video topic is ``clip_of.preroll_start_ns`` (topic -> log_time ns) in
+session.json, in metadata.yaml's ``xsquare.clip_of`` and in the ``xsquare.tasks`` record; every
+other topic starts at the clip start. The output is written
 with our :class:`~xsquare_logger.bag.mcap_writer.McapWriter`: the same schemas, channel
 metadata (``offered_qos_profiles``, ``topic_type_hash``), message times and sequence numbers,
 plus the Metadata records ``rosbag2`` and ``xsquare.tasks`` (the one episode and ``clip_of``),
@@ -33,22 +41,15 @@ from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.summary import Summary
 
+from xsquare_logger.bag.embedded import COMPRESSED_VIDEO
 from xsquare_logger.bag.mcap_writer import McapWriter, McapWriterError
+from xsquare_logger.camera.cdr import CdrError, compressed_video_data
+from xsquare_logger.camera.h264 import is_keyframe
+from xsquare_logger.session.counters import TopicStats
 from xsquare_logger.session.episodes import tasks_metadata
-from xsquare_logger.session.manifest import (
-    FileEntry,
-    SessionManifest,
-    TaskEntry,
-    TopicEntry,
-    write_manifest,
-)
-from xsquare_logger.session.metadata import (
-    BagFile,
-    BagTopic,
-    build_metadata,
-    metadata_text,
-    write_metadata_yaml,
-)
+from xsquare_logger.session.index import IndexedTopic, SessionIndex
+from xsquare_logger.session.manifest import FileEntry, SessionManifest, TaskEntry
+from xsquare_logger.session.metadata import metadata_text
 from xsquare_logger.tools import ToolError
 from xsquare_logger.tools.tasks import (
     TASKS_RECORD,
@@ -64,6 +65,7 @@ __all__ = ["ClipError", "ClipResult", "CountingFile", "clip_session"]
 _NS = 1_000_000_000
 _READ_BUFFER = 64 * 1024
 _COMPRESSION_NAMES = {"": "none", "zstd": "zstd", "lz4": "lz4"}
+_PREROLL_LOOKBACK_NS = 2 * _NS  # first look-back window for keyframes; grows 4x per miss
 
 Opener = Callable[[Path], IO[bytes]]
 
@@ -116,10 +118,12 @@ class ClipResult:
         mcap_path: Its one MCAP file.
         episode_index: The episode clipped.
         start_ns, end_ns: The clipped ``log_time`` range, both ends included (ns).
+        preroll_start_ns: Video topic -> ``log_time`` of the keyframe it starts at (<= start).
         message_count: Messages written.
         topics: Messages written per topic.
         files_read: Source MCAP files opened (names), the others were skipped.
-        chunks_read: Chunks whose time range overlaps the clip (the ones read).
+        chunks_read: Chunks whose time range overlaps the clip (the ones read; the look-back
+            for keyframes not counted).
         chunks_total: Chunks in the files opened.
         bytes_read: Bytes read from the source files (None with a custom ``opener``).
         source_bytes: Total size of all the session's MCAP files.
@@ -130,6 +134,7 @@ class ClipResult:
     episode_index: int
     start_ns: int
     end_ns: int
+    preroll_start_ns: dict[str, int] = field(default_factory=dict)
     message_count: int = 0
     topics: dict[str, int] = field(default_factory=dict)
     files_read: list[str] = field(default_factory=list)
@@ -230,7 +235,9 @@ def _write_clip(
     result.source_bytes = sum(f.path.stat().st_size for f in view.files if f.path.is_file())
     if opener is not None:
         result.bytes_read = None
-    selected = [f for f in view.files if f.overlaps(start_ns, end_ns)]
+    result.preroll_start_ns = _find_prerolls(view, start_ns, opener, result)
+    read_from = min([start_ns, *result.preroll_start_ns.values()])
+    selected = [f for f in view.files if f.overlaps(read_from, end_ns)]
 
     writer: McapWriter | None = None
     topics: dict[str, _Topic] = {}
@@ -289,10 +296,16 @@ def _copy_range(
             if c.message_end_time >= start_ns and c.message_start_time <= end_ns
         )
         add = writer.add_message
+        preroll = result.preroll_start_ns
+        read_from = min([start_ns, *preroll.values()])
         try:
             for _schema, channel, message in reader.iter_messages(
-                starting_at=start_ns, ending_at=end_ns, log_time_order=True
+                starting_at=read_from, ending_at=end_ns, log_time_order=True
             ):
+                if message.log_time < start_ns and message.log_time < preroll.get(
+                    channel.topic, start_ns
+                ):
+                    continue  # before the clip, and not a video topic's pre-roll
                 add(channel_map[channel.id], message.log_time, message.publish_time,
                     message.data, message.sequence)
                 t = topics[channel.topic]
@@ -303,6 +316,81 @@ def _copy_range(
     if counter is not None and result.bytes_read is not None:
         result.bytes_read += counter.bytes_read
     return writer
+
+
+def _video_topics(view: SessionView) -> list[str]:
+    entries = view.metadata.get("topics_with_message_count") or []
+    return sorted(
+        str(meta.get("name"))
+        for entry in entries
+        if isinstance(entry, dict) and isinstance(meta := entry.get("topic_metadata"), dict)
+        and meta.get("type") == COMPRESSED_VIDEO and _int(entry.get("message_count")) != 0
+    )
+
+
+def _find_prerolls(
+    view: SessionView, start_ns: int, opener: Opener | None, result: ClipResult
+) -> dict[str, int]:
+    """Video topic -> log_time of its last keyframe at or before ``start_ns``.
+
+    Reads only the video topics, back from ``start_ns`` in growing windows (2 s, 8 s, ...)
+    until each topic has a keyframe or the session's start is reached; a topic without one
+    (its frames before the clip are undecodable anyway) starts at ``start_ns`` as before.
+    """
+    missing = set(_video_topics(view))
+    found: dict[str, int] = {}
+    window = _PREROLL_LOOKBACK_NS
+    hi = start_ns
+    while missing:
+        lo = max(0, start_ns - window)
+        for source in view.files:
+            if source.overlaps(lo, hi):
+                for topic, log_time in _keyframes(source, sorted(missing), lo, hi, opener,
+                                                  result):
+                    found[topic] = max(found.get(topic, log_time), log_time)
+        missing -= set(found)
+        if lo <= view.start_ns or lo == 0:
+            break
+        hi, window = lo - 1, window * 4
+    return found
+
+
+def _keyframes(
+    source: SessionFile, topics: list[str], lo: int, hi: int, opener: Opener | None,
+    result: ClipResult,
+) -> list[tuple[str, int]]:
+    """(topic, log_time) of every keyframe of ``topics`` in ``[lo, hi]`` of one file."""
+    counter: CountingFile | None = None
+    try:
+        if opener is None:
+            f, counter = _open_counted(source.path)
+        else:
+            f = opener(source.path)
+    except OSError as exc:
+        raise ClipError(f"{source.path}: cannot open: {exc.strerror}") from None
+    out: list[tuple[str, int]] = []
+    with f:
+        try:
+            reader = make_reader(f)
+            summary = reader.get_summary()
+            if summary is None or not summary.chunk_indexes:
+                raise ClipError(
+                    f"{source.path}: no chunk indexes (run `xsq recover` on the session)"
+                )
+            for _schema, channel, message in reader.iter_messages(
+                topics=topics, starting_at=lo, ending_at=hi, log_time_order=False
+            ):
+                try:
+                    keyframe = is_keyframe(compressed_video_data(message.data))
+                except CdrError:
+                    continue  # a malformed frame cannot start the stream
+                if keyframe:
+                    out.append((channel.topic, message.log_time))
+        except (McapError, OSError, ValueError) as exc:
+            raise ClipError(f"{source.path}: unreadable MCAP: {exc}") from None
+    if counter is not None and result.bytes_read is not None:
+        result.bytes_read += counter.bytes_read
+    return out
 
 
 def _register_channels(
@@ -350,35 +438,16 @@ def _finish(
         "start_ns": start_ns,
         "end_ns": end_ns,
         "pad_s": pad_s,
+        "preroll_start_ns": dict(result.preroll_start_ns),
     }
-    custom = {
-        "xsquare.session_id": clip_id,
-        "xsquare.robot_id": str(source_custom.get("xsquare.robot_id", "")),
-        "xsquare.software_version": str(source_custom.get("xsquare.software_version", "")),
-        "xsquare.clip_of": json.dumps(clip_of),
-    }
-    bag_topics = [BagTopic(t.name, t.type, t.hash, t.qos, t.count) for t in topics.values()]
-    count = writer.message_count
-    first = writer.message_start_time or 0
-    last = writer.message_end_time or 0
-    bag_files = [BagFile(result.mcap_path.name, first, max(0, last - first), count)]
-    doc = build_metadata(bag_topics, bag_files, custom)
-    marks = [m for m in view.marks if start_ns <= _int(m.get("stamp_ns")) <= end_ns]
-
-    # As a recording does: each file carries the bag metadata and the episode list.
-    writer.add_metadata("rosbag2", {"serialized_metadata": metadata_text(doc)})
-    record = tasks_metadata([task], marks, clip_id)
-    record["visit"] = json.dumps(view.visit or {})
-    record["clip_of"] = json.dumps(clip_of)
-    writer.add_metadata(TASKS_RECORD, record)
-    writer.close()
-
-    write_metadata_yaml(out_dir, doc)
     source = view.manifest
+    robot_id = str(source_custom.get("xsquare.robot_id", ""))
+    software = str(source_custom.get("xsquare.software_version", ""))
+    marks = [m for m in view.marks if start_ns <= _int(m.get("stamp_ns")) <= end_ns]
     manifest = SessionManifest(
         session_id=clip_id,
-        robot_id=source.robot_id if source else custom["xsquare.robot_id"],
-        software_version=source.software_version if source else custom["xsquare.software_version"],
+        robot_id=source.robot_id if source else robot_id,
+        software_version=source.software_version if source else software,
         config_digest=source.config_digest if source else "",
         ros_distro=source.ros_distro if source else str(view.metadata.get("ros_distro", "")),
         state="closed",
@@ -388,26 +457,38 @@ def _finish(
         visit=view.visit,
         tasks=[task],
         marks=marks,
-        topics={
-            t.name: TopicEntry(type=t.type, received=t.count, written=t.count,
-                               bytes_written=t.bytes)
-            for t in topics.values()
-        },
-        # Losses are counted per session, not per time range: see the source session.
-        drops={"lost_transport": 0, "dropped_queue": 0, "dropped_disk": 0, "total": 0},
-        files=[
-            FileEntry(
-                path=result.mcap_path.name,
-                size=writer.bytes_written,
-                sha256=writer.sha256_hexdigest(),
-                message_count=count,
-                start_ns=first,
-                end_ns=last,
-            )
-        ],
         clip_of=clip_of,
     )
-    write_manifest(out_dir, manifest)
+    # Losses are counted per session, not per time range: see the source session.
+    indexed = [
+        IndexedTopic(
+            TopicStats(t.name, t.type, received=t.count, written=t.count, bytes_written=t.bytes),
+            type_hash=t.hash,
+            qos=t.qos,
+        )
+        for t in topics.values()
+    ]
+    count = writer.message_count
+    first = writer.message_start_time or 0
+    last = writer.message_end_time or 0
+    pending = FileEntry(path=result.mcap_path.name, size=0, sha256="", message_count=count,
+                        start_ns=first, end_ns=last)
+    extra = {"xsquare.clip_of": json.dumps(clip_of)}
+    # The file's own rosbag2 record lists it already (as a recording's last file does).
+    doc = SessionIndex(manifest, indexed, [pending], extra).metadata_doc()
+
+    # As a recording does: each file carries the bag metadata and the episode list.
+    writer.add_metadata("rosbag2", {"serialized_metadata": metadata_text(doc)})
+    record = tasks_metadata([task], marks, clip_id)
+    record["visit"] = json.dumps(view.visit or {})
+    record["clip_of"] = json.dumps(clip_of)
+    writer.add_metadata(TASKS_RECORD, record)
+    writer.close()
+
+    done = pending.model_copy(
+        update={"size": writer.bytes_written, "sha256": writer.sha256_hexdigest()}
+    )
+    SessionIndex(manifest, indexed, [done], extra).write(out_dir)
     result.message_count = count
     result.topics = {t.name: t.count for t in topics.values()}
 
