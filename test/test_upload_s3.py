@@ -233,8 +233,10 @@ def test_killed_uploader_resumes_without_resending_completed_parts(
         size = session.joinpath(mcap).stat().st_size
         f = queue.file(session.name, mcap)
         md5s = [p.md5 for p in queue.parts(session.name, mcap, f.upload_id).values()]
-        # Per-part MD5s only where the server's ETags are built from them.
-        assert all(m == "" for m in md5s) == (etag_style == "learned"), md5s
+        # Per-part MD5s only where the server's ETags are built from them. A robot that
+        # does not know yet learns the style from a one-part probe before the first file
+        # (rclone: whole-file MD5), so no part MD5 is computed in either case.
+        assert all(m == "" for m in md5s), md5s
         assert done_at_kill < size // part, "the kill came too late to test a resume"
 
     with CountingProxy(s3.port) as proxy2:

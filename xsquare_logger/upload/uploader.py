@@ -334,8 +334,42 @@ class Uploader:
         if self._backend is None or fp != self._backend_fingerprint:
             self._backend = open_backend(self.ucfg, self._throttle, self._abort.is_set)
             self._backend_fingerprint = fp
-            self._plain_md5 = self.queue.get_meta(self._etag_style_key()) == "1"
+            style = self.queue.get_meta(self._etag_style_key())
+            if style is None and self.ucfg.destination.startswith("s3://"):
+                style = self._learn_etag_style(self._backend)
+            self._plain_md5 = style == "1"
         return self._backend
+
+    def _learn_etag_style(self, backend: Backend) -> str | None:
+        """Which ETag this server gives a multipart object, from a one-part probe upload.
+
+        Learned before the first real file so each byte is hashed for exactly the ETag
+        the server will report: otherwise the first large files of a robot would be
+        read a second time to verify them. "1" = MD5 of the whole object (rclone),
+        "0" = S3's md5-of-part-md5s ("-N"); None if the probe failed (learned later).
+        """
+        data = b"xsquare_logger ETag style probe\n"
+        md5 = hashlib.md5(data).hexdigest()
+        name = f".xsq-etag-probe-{os.getpid()}-{random.getrandbits(32):08x}"
+        key = f"{self._prefix}/{name}" if self._prefix else name
+        try:
+            upload_id = backend.create_multipart(key, hashlib.sha256(data).hexdigest())
+            try:
+                etag = backend.upload_part(key, upload_id, 1, 0, data, md5)
+                etag = backend.complete_multipart(key, upload_id, [(1, etag)])
+            except BackendError:
+                backend.abort_multipart(key, upload_id)
+                raise
+            backend.delete(key)
+        except BackendError as exc:
+            log.debug("ETag style probe failed (%s); learned on the first file instead", exc)
+            return None
+        etag = etag.lower()
+        style = "0" if "-" in etag else "1" if etag == md5 else None
+        if style is not None:
+            self.queue.set_meta(self._etag_style_key(), style)
+        log.debug("server ETag style for multipart objects: %s", etag)
+        return style
 
     def _etag_style_key(self) -> str:
         # A property of the server and bucket, not of the prefix: learned once per robot.
@@ -444,7 +478,7 @@ class Uploader:
             return "failed"
         except (TransientError, BackendError) as exc:
             self.gate.forget_probe()
-            delay = self._backoff(row.attempts)
+            delay = self._backoff(row.attempts if row is not None else 0)
             self.queue.mark_transient(session_id, str(exc), time.time_ns() + int(delay * 1e9))
             log.warning("upload of %s: %s (retry in %.1f s)", session_id, exc, delay)
             return "retry"
@@ -460,7 +494,7 @@ class Uploader:
     def _backoff(self, attempts: int) -> float:
         """Seconds before the next try: exponential, with jitter so 100 robots spread out."""
         cfg = self.ucfg.retry
-        ceiling = min(cfg.maximum, cfg.initial * 2 ** min(attempts, 30))
+        ceiling = float(min(cfg.maximum, cfg.initial * 2 ** min(attempts, 30)))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _send_session(self, row: SessionRow, backend: Backend, transfer: FileTransfer) -> None:

@@ -166,7 +166,7 @@ class S3Backend:
             user_agent_extra=f"xsquare_logger/{__version__}",
         )
         try:
-            self._client = session.create_client(
+            self._client: Any = session.create_client(
                 "s3",
                 region_name=region,
                 endpoint_url=config.endpoint_url or None,
