@@ -19,6 +19,12 @@ Schema and Channel records are written into the data section as soon as they are
 outside any chunk, so a file cut short by a crash still describes every channel it holds.
 Chunks hold only Message records.
 
+The cold records (Header, Schema, Channel, Metadata, Attachment, DataEnd and the whole summary)
+are encoded by ``mcap.records``, the official library's own encoders. Only the per-message hot
+path (Message records packed into the chunk buffer, the Chunk header, MessageIndex records) is
+packed here with precompiled ``struct`` formats: at 1,500+ messages per second that is where
+the CPU goes (see "MCAP writer: decided by data" in docs/architecture.md).
+
 All times are integer nanoseconds (the ROS 2 convention; rosbag2 uses the receive time as
 ``log_time`` and the publisher's source timestamp as ``publish_time``).
 
@@ -35,12 +41,27 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Mapping
 from types import TracebackType
 from typing import IO, Any, Final
 
 import lz4.frame
 import zstandard
+from mcap.data_stream import RecordBuilder
+from mcap.records import (
+    Attachment,
+    AttachmentIndex,
+    Channel,
+    ChunkIndex,
+    DataEnd,
+    Footer,
+    Header,
+    McapRecord,
+    Metadata,
+    MetadataIndex,
+    Schema,
+    Statistics,
+    SummaryOffset,
+)
 
 from xsquare_logger.errors import XsqError
 
@@ -96,6 +117,8 @@ _RECORD_HEADER: Final = struct.Struct("<BQ")
 _U16: Final = struct.Struct("<H")
 _U32: Final = struct.Struct("<I")
 _U64: Final = struct.Struct("<Q")
+# Footer record up to its CRC: opcode, length (20), summary_start, summary_offset_start.
+_FOOTER_HEAD: Final = struct.Struct("<BQQQ")
 # Chunk record up to and including the compression string's length prefix:
 # opcode, length, message_start_time, message_end_time, uncompressed_size, uncompressed_crc,
 # len(compression).
@@ -112,14 +135,12 @@ def _string(value: str) -> bytes:
     return _U32.pack(len(raw)) + raw
 
 
-def _string_map(values: Mapping[str, str]) -> bytes:
-    """Encode an MCAP ``Map<String, String>`` (u32 byte length + key/value pairs)."""
-    body = b"".join(_string(k) + _string(v) for k, v in values.items())
-    return _U32.pack(len(body)) + body
-
-
-def _record(opcode: int, content: bytes) -> bytes:
-    return _RECORD_HEADER.pack(opcode, len(content)) + content
+def _encode(*records: McapRecord) -> bytes:
+    """Encode whole records (opcode, length, content) with ``mcap.records``."""
+    builder = RecordBuilder()
+    for record in records:
+        record.write(builder)
+    return bytes(builder.end())
 
 
 class McapWriter:
@@ -189,9 +210,9 @@ class McapWriter:
         self._chunk_index: dict[int, list[int]] = {}
 
         # Summary material.
-        self._chunk_indexes: list[bytes] = []
-        self._metadata_indexes: list[bytes] = []
-        self._attachment_indexes: list[bytes] = []
+        self._chunk_indexes: list[ChunkIndex] = []
+        self._metadata_indexes: list[MetadataIndex] = []
+        self._attachment_indexes: list[AttachmentIndex] = []
         self._message_count = 0
         self._start_time: int | None = None
         self._end_time: int | None = None
@@ -209,7 +230,7 @@ class McapWriter:
             ) from exc
         try:
             self._write(MCAP_MAGIC)
-            self._write(_record(Opcode.HEADER, _string(profile) + _string(library)))
+            self._write(_encode(Header(profile=profile, library=library)))
         except McapWriterError:
             self.abort()  # don't leak the descriptor; the empty file stays (never ours to delete)
             raise
@@ -281,10 +302,7 @@ class McapWriter:
         schema_id = len(self._schema_records) + 1
         if schema_id > _MAX_ID:
             raise McapWriterError(f"{self._path}: more than {_MAX_ID} schemas")
-        record = _record(
-            Opcode.SCHEMA,
-            _U16.pack(schema_id) + _string(name) + _string(encoding) + _U32.pack(len(data)) + data,
-        )
+        record = _encode(Schema(id=schema_id, data=data, encoding=encoding, name=name))
         self._write(record)
         self._schema_ids[key] = schema_id
         self._schema_records.append(record)
@@ -321,13 +339,14 @@ class McapWriter:
         channel_id = len(self._channel_records) + 1
         if channel_id > _MAX_ID:
             raise McapWriterError(f"{self._path}: more than {_MAX_ID} channels")
-        record = _record(
-            Opcode.CHANNEL,
-            _U16.pack(channel_id)
-            + _U16.pack(schema_id)
-            + _string(topic)
-            + _string(message_encoding)
-            + _string_map(metadata or {}),
+        record = _encode(
+            Channel(
+                id=channel_id,
+                topic=topic,
+                message_encoding=message_encoding,
+                metadata=dict(metadata or {}),
+                schema_id=schema_id,
+            )
         )
         self._write(record)
         self._channel_ids[key] = channel_id
@@ -428,13 +447,9 @@ class McapWriter:
         """
         self._check_open()
         offset = self._offset
-        record = _record(Opcode.METADATA, _string(name) + _string_map(metadata))
+        record = _encode(Metadata(name=name, metadata=dict(metadata)))
         self._write(record)
-        self._metadata_indexes.append(
-            _record(
-                Opcode.METADATA_INDEX, _U64.pack(offset) + _U64.pack(len(record)) + _string(name)
-            )
-        )
+        self._metadata_indexes.append(MetadataIndex(offset=offset, length=len(record), name=name))
 
     def add_attachment(
         self,
@@ -458,28 +473,27 @@ class McapWriter:
         if log_time is None:
             log_time = time.time_ns()
         offset = self._offset
-        body = (
-            _U64.pack(log_time)
-            + _U64.pack(create_time)
-            + _string(name)
-            + _string(media_type)
-            + _U64.pack(len(data))
-            + bytes(data)
+        data = bytes(data)
+        # mcap.records fills in the attachment CRC (over every field before it, per the spec).
+        record = _encode(
+            Attachment(
+                create_time=create_time,
+                log_time=log_time,
+                name=name,
+                media_type=media_type,
+                data=data,
+            )
         )
-        # The attachment CRC covers every field before it (spec: Attachment.crc).
-        content = body + _U32.pack(zlib.crc32(body))
-        record = _record(Opcode.ATTACHMENT, content)
         self._write(record)
         self._attachment_indexes.append(
-            _record(
-                Opcode.ATTACHMENT_INDEX,
-                _U64.pack(offset)
-                + _U64.pack(len(record))
-                + _U64.pack(log_time)
-                + _U64.pack(create_time)
-                + _U64.pack(len(data))
-                + _string(name)
-                + _string(media_type),
+            AttachmentIndex(
+                offset=offset,
+                length=len(record),
+                log_time=log_time,
+                create_time=create_time,
+                data_size=len(data),
+                name=name,
+                media_type=media_type,
             )
         )
 
@@ -516,7 +530,7 @@ class McapWriter:
         try:
             if self._chunk_messages:
                 self._close_chunk()
-            self._write(_record(Opcode.DATA_END, _U32.pack(self._data_crc)))
+            self._write(_encode(DataEnd(data_section_crc=self._data_crc)))
             self._write_summary()
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -634,8 +648,10 @@ class McapWriter:
             del payload  # drop any export of self._buf before the buffer is reused
         chunk_length = self._offset - chunk_offset
 
+        # MessageIndex records are packed here, not by mcap.records.MessageIndex (two struct
+        # calls per entry): one chunk indexes up to ~1,000 joint-state messages.
         index_start = self._offset
-        offsets: list[bytes] = []
+        offsets: dict[int, int] = {}
         index_records: list[bytes] = []
         position = index_start
         for channel_id, flat in self._chunk_index.items():
@@ -649,26 +665,23 @@ class McapWriter:
                 + _U32.pack(16 * entries)
                 + struct.pack(f"<{2 * entries}Q", *flat)
             )
-            offsets.append(_U16.pack(channel_id) + _U64.pack(position))
+            offsets[channel_id] = position
             index_records.append(record)
             position += len(record)
         self._write(b"".join(index_records))
         index_length = self._offset - index_start
 
-        offsets_blob = b"".join(offsets)
         self._chunk_indexes.append(
-            _record(
-                Opcode.CHUNK_INDEX,
-                _U64.pack(self._chunk_start)
-                + _U64.pack(self._chunk_end)
-                + _U64.pack(chunk_offset)
-                + _U64.pack(chunk_length)
-                + _U32.pack(len(offsets_blob))
-                + offsets_blob
-                + _U64.pack(index_length)
-                + field
-                + _U64.pack(compressed_size)
-                + _U64.pack(n),
+            ChunkIndex(
+                message_start_time=self._chunk_start,
+                message_end_time=self._chunk_end,
+                chunk_start_offset=chunk_offset,
+                chunk_length=chunk_length,
+                message_index_offsets=offsets,
+                message_index_length=index_length,
+                compression=str(field[4:], "utf-8"),
+                compressed_size=compressed_size,
+                uncompressed_size=n,
             )
         )
 
@@ -680,51 +693,49 @@ class McapWriter:
     def _write_summary(self) -> None:
         """Write summary, summary offsets, footer and trailing magic."""
         summary_start = self._offset
-        counts = self.channel_message_counts
-        statistics = _record(
-            Opcode.STATISTICS,
-            _U64.pack(self._message_count)
-            + _U16.pack(len(self._schema_records))
-            + _U32.pack(len(self._channel_records))
-            + _U32.pack(len(self._attachment_indexes))
-            + _U32.pack(len(self._metadata_indexes))
-            + _U32.pack(len(self._chunk_indexes))
-            + _U64.pack(self._start_time or 0)
-            + _U64.pack(self._end_time or 0)
-            + _U32.pack(10 * len(counts))
-            + b"".join(_U16.pack(cid) + _U64.pack(n) for cid, n in counts.items()),
+        statistics = Statistics(
+            message_count=self._message_count,
+            schema_count=len(self._schema_records),
+            channel_count=len(self._channel_records),
+            attachment_count=len(self._attachment_indexes),
+            metadata_count=len(self._metadata_indexes),
+            chunk_count=len(self._chunk_indexes),
+            message_start_time=self._start_time or 0,
+            message_end_time=self._end_time or 0,
+            channel_message_counts=self.channel_message_counts,
         )
-        groups = [
-            (Opcode.SCHEMA, self._schema_records),
-            (Opcode.CHANNEL, self._channel_records),
-            (Opcode.STATISTICS, [statistics]),
-            (Opcode.CHUNK_INDEX, self._chunk_indexes),
-            (Opcode.ATTACHMENT_INDEX, self._attachment_indexes),
-            (Opcode.METADATA_INDEX, self._metadata_indexes),
+        groups: list[tuple[int, bytes]] = [
+            # Schema and Channel records were encoded once, when registered.
+            (Opcode.SCHEMA, b"".join(self._schema_records)),
+            (Opcode.CHANNEL, b"".join(self._channel_records)),
+            (Opcode.STATISTICS, _encode(statistics)),
+            (Opcode.CHUNK_INDEX, _encode(*self._chunk_indexes)),
+            (Opcode.ATTACHMENT_INDEX, _encode(*self._attachment_indexes)),
+            (Opcode.METADATA_INDEX, _encode(*self._metadata_indexes)),
         ]
         summary: list[bytes] = []
-        summary_offsets: list[bytes] = []
+        summary_offsets: list[SummaryOffset] = []
         position = summary_start
-        for opcode, records in groups:
-            if not records:
+        for opcode, blob in groups:
+            if not blob:
                 # An offset pointing at an empty group is flagged by validators
                 # (pymcap-cli doctor: SUMMARY_OFFSET_WITHOUT_GROUP); the spec allows omitting it.
                 continue
-            blob = b"".join(records)
             summary.append(blob)
             summary_offsets.append(
-                _record(
-                    Opcode.SUMMARY_OFFSET,
-                    bytes((opcode,)) + _U64.pack(position) + _U64.pack(len(blob)),
-                )
+                SummaryOffset(group_opcode=opcode, group_start=position, group_length=len(blob))
             )
             position += len(blob)
         summary_offset_start = position
-        summary_bytes = b"".join(summary) + b"".join(summary_offsets)
+        summary_bytes = b"".join(summary) + _encode(*summary_offsets)
         self._write_summary_bytes(summary_bytes)
         # Footer CRC covers the summary and summary-offset sections plus the footer's own
         # fields up to summary_offset_start.
-        footer_head = _RECORD_HEADER.pack(Opcode.FOOTER, 20) + _U64.pack(summary_start)
-        footer_head += _U64.pack(summary_offset_start)
+        footer_head = _FOOTER_HEAD.pack(Opcode.FOOTER, 20, summary_start, summary_offset_start)
         summary_crc = zlib.crc32(footer_head, zlib.crc32(summary_bytes))
-        self._write_summary_bytes(footer_head + _U32.pack(summary_crc) + MCAP_MAGIC)
+        footer = Footer(
+            summary_start=summary_start,
+            summary_offset_start=summary_offset_start,
+            summary_crc=summary_crc,
+        )
+        self._write_summary_bytes(_encode(footer) + MCAP_MAGIC)
