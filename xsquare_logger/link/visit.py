@@ -239,6 +239,8 @@ class VisitStateMachine:
             "disk_free_bytes": rec.disk_free_bytes,
             "upload_backlog": rec.upload_backlog,
             "topic_count": len(rec.topics),
+            # Per topic: received, written, the four loss kinds and lost (LossCounters.to_dict).
+            "topics": rec.topics,
             # Bounded: a status message must stay far below the 64 KiB message limit.
             "last_error": rec.last_error[:_MAX_ERROR_CHARS],
             "session_lost_reason": self._lost_reason,

@@ -27,9 +27,10 @@ class RecordingStatus:
     elapsed_sec: float = 0.0
     bytes_written: int = 0
     messages_written: int = 0
-    messages_lost: int = 0
+    messages_lost: int = 0  # LossCounters.total(...).lost of the recorded topics
     disk_free_bytes: int = 0
     upload_backlog: int = 0
+    # topic -> LossCounters.to_dict() (received, written, the four loss kinds, lost)
     topics: dict[str, dict[str, int]] = field(default_factory=dict)
     last_error: str = ""
 

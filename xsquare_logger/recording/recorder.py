@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from xsquare_logger import __version__
@@ -24,10 +25,11 @@ from xsquare_logger.bag.mcap_writer import McapWriterError
 from xsquare_logger.bag.qos import QosDict, make_qos
 from xsquare_logger.camera.stage import CompressionStage
 from xsquare_logger.config.model import LoggerConfig, config_digest
+from xsquare_logger.errors import XsqError
 from xsquare_logger.live.server import LiveView
 from xsquare_logger.recording.queue import ByteBoundedQueue
 from xsquare_logger.recording.sequence import SequenceTracker
-from xsquare_logger.session.counters import TopicStats
+from xsquare_logger.session.counters import LossCounters, TopicStats
 from xsquare_logger.session.episodes import apply_event
 from xsquare_logger.session.events import TaskEventData
 from xsquare_logger.session.manifest import SessionManifest, write_manifest
@@ -38,6 +40,7 @@ __all__ = [
     "STATUS_TOPIC",
     "STATUS_TYPE",
     "Recorder",
+    "RecorderError",
     "StatusSnapshot",
     "make_session_id",
 ]
@@ -66,28 +69,66 @@ def make_session_id(robot_id: str, now: datetime | None = None) -> str:
     return f"{robot_id}_{now.strftime('%Y%m%dT%H%M%SZ')}_{secrets.token_hex(3)}"
 
 
+class RecorderError(XsqError):
+    """The recorder was used wrongly (started twice, events without task topics...)."""
+
+
 @dataclass
 class StatusSnapshot:
-    """What the operator and the bag see about a session, about once a second."""
+    """What the operator and the bag see about a session, about once a second.
+
+    ``topics`` are copies of the recorded topics' counters (the recorder's own
+    status/task topics excluded); ``totals`` is their :meth:`LossCounters.total`.
+    """
 
     state: str  # "recording" | "stopping" | "closed"
     session_id: str
     stamp_ns: int
     elapsed_sec: float
     bytes_written: int
-    messages_written: int
-    lost_transport: int
-    dropped_queue: int
-    dropped_disk: int
     disk_free_bytes: int
     topics: list[TopicStats] = field(default_factory=list)
     current_task: str = ""
     episode_index: int = -1
     upload_backlog: int = 0
+    totals: LossCounters = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.totals = LossCounters.total(self.topics)
+
+    # The session totals by name (what SessionStatus carries).
+    @property
+    def messages_written(self) -> int:
+        return self.totals.written
+
+    @property
+    def lost_transport(self) -> int:
+        return self.totals.lost_transport
+
+    @property
+    def dropped_queue(self) -> int:
+        return self.totals.dropped_queue
+
+    @property
+    def dropped_disk(self) -> int:
+        return self.totals.dropped_disk
+
+    @property
+    def dropped_encode(self) -> int:
+        return self.totals.dropped_encode
+
+    @property
+    def lost(self) -> int:
+        return self.totals.lost
 
 
 class Recorder:
     """Records one session. ``start()``, feed callbacks, ``stop()``.
+
+    Or as a context manager: ``with Recorder(...) as rec:`` starts it and stops
+    (finalizes) the session on exit; an exception in the block stops it with
+    reason ``error: <type>``. Misuse raises :class:`RecorderError`.
+
 
     ``status_encoder`` turns a :class:`StatusSnapshot` into serialized
     ``SessionStatus`` CDR so status is recorded in the bag itself;
@@ -169,6 +210,8 @@ class Recorder:
     ) -> int:
         stats = TopicStats(topic, type_name)
         with self._lock:
+            if self._stop_requested.is_set():
+                raise RecorderError(f"{self.session_id}: topic {topic} added after stop")
             index = self.writer.add_topic(topic, type_name, qos, stats, compressed_to)
             self.stats.append(stats)
             self._seq.append(SequenceTracker())
@@ -277,7 +320,7 @@ class Recorder:
         ``event.stamp_ns`` (the robot's receive time of the command) is the log time.
         """
         if self._event_index is None:
-            raise RuntimeError("this recorder was created without task_topics")
+            raise RecorderError("this recorder was created without task_topics")
         self.queue.put((_EVENT, b"", {"event": (event, event_cdr, current_task_cdr)}), 0)
 
     def update_qos(self, topic: str, qos: list[QosDict]) -> None:
@@ -286,7 +329,21 @@ class Recorder:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
+        if self._thread.is_alive() or self._thread.ident is not None:
+            raise RecorderError(f"recorder of {self.session_id} was started already")
         self._thread.start()
+
+    def __enter__(self) -> Recorder:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop("stopped" if exc_type is None else f"error: {exc_type.__name__}")
 
     def request_stop(self, reason: str = "stopped") -> None:
         """Ask the writer thread to drain the queue and finalize; returns at once."""
@@ -296,6 +353,8 @@ class Recorder:
 
     def stop(self, reason: str = "stopped", timeout: float | None = None) -> SessionManifest:
         """Stop accepting messages, write everything queued, finalize files. Blocks."""
+        if self._thread.ident is None:
+            raise RecorderError(f"recorder of {self.session_id} was never started")
         self.request_stop(reason)
         self._thread.join(timeout)
         return self.writer.manifest
@@ -395,12 +454,8 @@ class Recorder:
             stamp_ns=now,
             elapsed_sec=(now - self.started_ns) / 1e9,
             bytes_written=self.writer.bytes_written,
-            messages_written=sum(s.written for s in stats),
-            lost_transport=sum(s.lost_transport for s in stats),
-            dropped_queue=sum(s.dropped_queue + s.dropped_encode for s in stats),
-            dropped_disk=sum(s.dropped_disk for s in stats),
             disk_free_bytes=self.disk_free,
-            topics=[TopicStats(**s.to_dict()) for s in stats],  # type: ignore[arg-type]
+            topics=[s.copy() for s in stats],
         )
 
     def _emit_status(self, state: str) -> None:

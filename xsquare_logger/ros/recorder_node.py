@@ -57,23 +57,12 @@ def status_message(snap: StatusSnapshot) -> Any:
     msg.episode_index = snap.episode_index
     msg.elapsed_sec = float(snap.elapsed_sec)
     msg.bytes_written = snap.bytes_written
-    msg.messages_written = snap.messages_written
-    msg.messages_lost_transport = snap.lost_transport
-    msg.messages_dropped_queue = snap.dropped_queue
-    msg.messages_dropped_disk = snap.dropped_disk
+    totals = snap.totals.to_dict()  # the one set of counters (session/counters.py)
+    for key, value in totals.items():
+        setattr(msg, f"messages_{key}", value)
     msg.disk_free_bytes = snap.disk_free_bytes
     msg.upload_backlog = snap.upload_backlog
-    msg.topics = [
-        TopicStats(
-            topic=t.topic,
-            received=t.received,
-            written=t.written,
-            lost_transport=t.lost_transport,
-            dropped_queue=t.dropped_queue,
-            dropped_disk=t.dropped_disk,
-        )
-        for t in snap.topics
-    ]
+    msg.topics = [TopicStats(topic=t.topic, **t.to_dict()) for t in snap.topics]
     return msg
 
 
@@ -182,7 +171,7 @@ class RecorderNode(Node):
                 callback(manifest)
             self.get_logger().info(
                 f"session {manifest.session_id} closed ({manifest.close_reason}); "
-                f"{manifest.drops.get('total', 0)} messages lost"
+                f"{manifest.drops.get('lost', 0)} messages lost"
             )
             return manifest
 
@@ -299,7 +288,7 @@ def record(config: LoggerConfig, session_dir: Path | None, ros_args: Sequence[st
     finally:
         if rclpy.ok():
             rclpy.shutdown()
-    drops = manifest.drops.get("total", 0)
+    drops = manifest.drops.get("lost", 0)
     print(f"session closed ({manifest.close_reason}); {drops} messages lost", file=sys.stderr)
     print(node.session_dir)
     if node.auto_stop_reason:

@@ -58,6 +58,7 @@ def task_event_message(event: TaskEventData) -> Any:
     msg.outcome = event.outcome
     msg.operator_name = event.operator
     msg.note = event.note
+    msg.instruction = event.instruction
     return msg
 
 
@@ -157,17 +158,11 @@ class RosSessionController:
             session_id=snap.session_id,
             elapsed_sec=snap.elapsed_sec,
             bytes_written=snap.bytes_written,
-            messages_written=snap.messages_written,
-            messages_lost=snap.lost_transport + snap.dropped_queue + snap.dropped_disk,
+            messages_written=snap.totals.written,
+            messages_lost=snap.totals.lost,
             disk_free_bytes=snap.disk_free_bytes,
             upload_backlog=self._backlog(),
-            topics={
-                t.topic: {
-                    "written": t.written,
-                    "lost": t.lost_transport + t.dropped_queue + t.dropped_disk,
-                }
-                for t in snap.topics
-            },
+            topics={t.topic: t.to_dict() for t in snap.topics},
             last_error=self.last_error,
         )
 

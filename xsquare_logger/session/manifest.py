@@ -8,11 +8,14 @@ size and sha256 so a remote copy can be verified before local data is freed.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from xsquare_logger.errors import XsqError
+from xsquare_logger.session.counters import LossCounters, TopicStats
+from xsquare_logger.session.fsutil import atomic_write
 
 __all__ = [
     "MANIFEST_NAME",
@@ -29,7 +32,7 @@ MANIFEST_NAME = "session.json"
 FORMAT = "xsquare_session/1"
 
 
-class ManifestError(Exception):
+class ManifestError(XsqError):
     """session.json missing or invalid."""
 
 
@@ -55,8 +58,31 @@ class TopicEntry(_Model):
     dropped_queue: int = 0
     dropped_disk: int = 0
     dropped_encode: int = 0
+    lost: int = 0  # always the sum of the four loss kinds (recomputed on load)
     publishers: int = 0
     compressed_to: str | None = None  # raw camera topic recorded compressed, on this topic
+
+    @model_validator(mode="after")
+    def _derive_lost(self) -> TopicEntry:
+        # "lost" is derived, never trusted from the file: one definition everywhere.
+        self.lost = self.counters().lost
+        return self
+
+    def counters(self) -> LossCounters:
+        return LossCounters.from_mapping(self.__dict__)
+
+    def stats(self, name: str) -> TopicStats:
+        """The live counters object of this entry (recovery continues from it)."""
+        counts = self.counters().to_dict()
+        del counts["lost"]
+        return TopicStats(topic=name, type=self.type, bytes_written=self.bytes_written,
+                          publishers=self.publishers, **counts)
+
+    @classmethod
+    def from_stats(cls, stats: TopicStats, compressed_to: str | None = None) -> TopicEntry:
+        return cls(type=stats.type, bytes_written=stats.bytes_written,
+                   publishers=stats.publishers, compressed_to=compressed_to,
+                   **stats.to_dict())
 
 
 class TaskEntry(_Model):
@@ -86,6 +112,7 @@ class SessionManifest(_Model):
     tasks: list[TaskEntry] = Field(default_factory=list)
     marks: list[dict[str, object]] = Field(default_factory=list)
     topics: dict[str, TopicEntry] = Field(default_factory=dict)
+    # The four loss kinds and "lost" of LossCounters.total(topics), and "total" (= "lost").
     drops: dict[str, int] = Field(default_factory=dict)
     files: list[FileEntry] = Field(default_factory=list)
     upload: dict[str, object] = Field(default_factory=lambda: {"state": "pending"})
@@ -93,15 +120,8 @@ class SessionManifest(_Model):
 
 def write_manifest(directory: Path, manifest: SessionManifest) -> Path:
     """Atomically (write + fsync + rename) store ``session.json`` in ``directory``."""
-    path = directory / MANIFEST_NAME
-    tmp = directory / (MANIFEST_NAME + ".tmp")
     data = json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(directory / MANIFEST_NAME, data)
 
 
 def read_manifest(directory: Path) -> SessionManifest:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import yaml
 
 from xsquare_logger.bag.qos import QosDict
+from xsquare_logger.session.fsutil import atomic_write
 
 __all__ = ["METADATA_NAME", "BagFile", "BagTopic", "build_metadata", "write_metadata_yaml"]
 
@@ -96,14 +96,7 @@ def metadata_text(doc: dict[str, Any]) -> str:
 
 def write_metadata_yaml(directory: Path, doc: dict[str, Any]) -> Path:
     """Atomically write ``metadata.yaml`` (a half-written file would hide the whole bag)."""
-    path = directory / METADATA_NAME
-    tmp = directory / (METADATA_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(metadata_text(doc))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(directory / METADATA_NAME, metadata_text(doc))
 
 
 def read_metadata_yaml(directory: Path) -> dict[str, Any]:

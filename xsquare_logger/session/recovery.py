@@ -112,13 +112,13 @@ def rebuild_indexes(directory: Path, reason: str) -> SessionManifest:
     topics: list[IndexedTopic] = []
     for name, entry in manifest.topics.items():
         found = in_files.pop(name, None)
-        stats = entry.stats(name)
+        live = entry.stats(name)
         if found is not None:
-            stats.written = found.stats.written
-            topics.append(IndexedTopic(stats, found.type_hash, found.qos))
+            live.written = found.stats.written
+            topics.append(IndexedTopic(live, found.type_hash, found.qos))
         else:  # a raw camera recorded compressed, or a topic with nothing in the files
-            stats.written = 0
-            topics.append(IndexedTopic(stats, compressed_to=entry.compressed_to, in_bag=False))
+            live.written = 0
+            topics.append(IndexedTopic(live, compressed_to=entry.compressed_to, in_bag=False))
     for found in in_files.values():
         found.stats.received = found.stats.written
         topics.append(found)

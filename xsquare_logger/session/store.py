@@ -17,36 +17,27 @@ from xsquare_logger.bag.mcap_writer import McapWriter
 from xsquare_logger.bag.qos import QosDict, qos_profiles_yaml
 from xsquare_logger.bag.schema import ros2msg_schema, type_description_hash
 from xsquare_logger.config.model import RecordingConfig
+from xsquare_logger.errors import XsqError
 from xsquare_logger.session.counters import TopicStats
 from xsquare_logger.session.episodes import tasks_metadata
-from xsquare_logger.session.fsutil import SessionLock
-from xsquare_logger.session.manifest import FileEntry, SessionManifest, TopicEntry, write_manifest
-from xsquare_logger.session.metadata import (
-    BagFile,
-    BagTopic,
-    build_metadata,
-    metadata_text,
-    write_metadata_yaml,
-)
+from xsquare_logger.session.fsutil import ACTIVE_SUFFIX, SessionLock
+from xsquare_logger.session.index import IndexedTopic, SessionIndex
+from xsquare_logger.session.manifest import FileEntry, SessionManifest, write_manifest
+from xsquare_logger.session.metadata import BagFile, BagTopic, build_metadata, metadata_text
 
-__all__ = ["ACTIVE_SUFFIX", "SessionExistsError", "SessionWriter"]
-
-ACTIVE_SUFFIX = ".active"
+__all__ = ["ACTIVE_SUFFIX", "SessionExistsError", "SessionWriter", "SessionWriterError"]
 
 
-class SessionExistsError(Exception):
+class SessionWriterError(XsqError):
+    """The session writer was used wrongly (written to after close) or cannot start."""
+
+
+class SessionExistsError(SessionWriterError):
     """The output directory already exists; sessions are never overwritten."""
 
 
 @dataclass
-class _Topic:
-    name: str
-    type: str
-    qos: list[QosDict]
-    hash: str
-    stats: TopicStats
-    in_bag: bool = True  # False: a raw camera recorded only in compressed form
-    compressed_to: str | None = None
+class _Topic(IndexedTopic):
     file_count: int = 0  # messages in the current file
 
 
@@ -64,6 +55,10 @@ class SessionWriter:
 
     Files are named ``<session_id>_<n>.mcap`` and carry ``.active`` while being
     written, so a crash leaves a file that recovery recognises.
+
+    A context manager: ``with SessionWriter(...) as w:`` closes the session on a
+    normal exit and abandons it (open file left for ``xsq recover``) on an
+    exception. Writing after close raises :class:`SessionWriterError`.
     """
 
     def __init__(
@@ -80,7 +75,8 @@ class SessionWriter:
             )
         directory.mkdir(parents=True)
         self._lock = SessionLock(directory)
-        self._lock.acquire()
+        if not self._lock.acquire():  # someone created and locked it since mkdir
+            raise SessionWriterError(f"{directory}: locked by another recorder")
         self.directory = directory
         self.manifest = manifest
         self.config = config
@@ -93,6 +89,17 @@ class SessionWriter:
         self._closed_bytes = 0
         self.closed = False
         write_manifest(directory, manifest)
+
+    def __enter__(self) -> SessionWriter:
+        if self.closed:
+            raise SessionWriterError(f"{self.directory}: session writer already closed")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_rest: object) -> None:
+        if exc_type is None:
+            self.close("stopped")
+        else:
+            self.abandon(f"error: {exc_type.__name__}")
 
     # -- topics -----------------------------------------------------------------------------
     def add_topic(
@@ -110,13 +117,13 @@ class SessionWriter:
         """
         if compressed_to is None:
             self._schema_provider(type_name)  # fail at subscription time, not mid-write
+        if self.closed:
+            raise SessionWriterError(f"{self.directory}: add_topic after close")
         self.topics.append(
             _Topic(
-                name,
-                type_name,
-                qos,
-                self._hash_provider(type_name) or "",
                 stats,
+                type_hash=self._hash_provider(type_name) or "",
+                qos=qos,
                 in_bag=compressed_to is None,
                 compressed_to=compressed_to,
             )
@@ -149,16 +156,19 @@ class SessionWriter:
 
     def _channel(self, f: _OpenFile, index: int) -> int:
         t = self.topics[index]
-        schema_id = f.writer.register_schema(t.type, "ros2msg", self._schema_provider(t.type))
+        type_name = t.stats.type
+        schema_id = f.writer.register_schema(type_name, "ros2msg", self._schema_provider(type_name))
         metadata = {"offered_qos_profiles": qos_profiles_yaml(t.qos)}
-        if t.hash:
-            metadata["topic_type_hash"] = t.hash
+        if t.type_hash:
+            metadata["topic_type_hash"] = t.type_hash
         cid = f.writer.register_channel(t.name, "cdr", schema_id, metadata)
         f.channels[index] = cid
         return cid
 
     def write(self, index: int, log_time: int, publish_time: int, data: bytes, seq: int) -> None:
         """Append one serialized message (times in ns). OSError propagates (disk full)."""
+        if self.closed:
+            raise SessionWriterError(f"{self.directory}: write after close")
         f = self._file or self._open_file()
         if self._should_split(f, log_time):
             self._close_file()
@@ -195,8 +205,9 @@ class SessionWriter:
             return
         self._file = None
         w = f.writer
-        # Each file carries the bag metadata so far: a lone .mcap stays self-describing.
-        w.add_metadata("rosbag2", {"serialized_metadata": metadata_text(self._metadata_doc())})
+        # As rosbag2 does, written at close with the final values, and those of this file
+        # alone: a lone .mcap (a clip, one uploaded file) describes itself correctly.
+        w.add_metadata("rosbag2", {"serialized_metadata": metadata_text(self._file_doc(f))})
         m = self.manifest
         if m.tasks or m.marks or m.visit:
             # Episodes so far, so a tool finds task N in any file without scanning messages.
@@ -219,52 +230,26 @@ class SessionWriter:
         )
         self._write_indexes()
 
-    def _bag_files(self) -> list[BagFile]:
-        return [
-            BagFile(f.path, f.start_ns, max(0, f.end_ns - f.start_ns), f.message_count)
-            for f in self.files
-        ]
+    def _index(self) -> SessionIndex:
+        return SessionIndex(self.manifest, self.topics, self.files)
 
     def _metadata_doc(self) -> dict[str, object]:
+        return self._index().metadata_doc()
+
+    def _file_doc(self, f: _OpenFile) -> dict[str, object]:
+        """The metadata document of the open file alone: its times, counts, topics."""
+        w = f.writer
+        start, end = w.message_start_time or 0, w.message_end_time or 0
         topics = [
-            BagTopic(t.name, t.type, t.hash, t.qos, t.stats.written)
+            BagTopic(t.name, t.stats.type, t.type_hash, t.qos, t.file_count)
             for t in self.topics
             if t.in_bag
         ]
-        custom = {
-            "xsquare.session_id": self.manifest.session_id,
-            "xsquare.robot_id": self.manifest.robot_id,
-            "xsquare.software_version": self.manifest.software_version,
-        }
-        return build_metadata(topics, self._bag_files(), custom)
+        files = [BagFile(f.name, start, max(0, end - start), w.message_count)]
+        return build_metadata(topics, files, self._index().custom_data())
 
     def _write_indexes(self) -> None:
-        m = self.manifest
-        m.files = list(self.files)
-        m.topics = {
-            t.name: TopicEntry(
-                type=t.type,
-                received=t.stats.received,
-                written=t.stats.written,
-                bytes_written=t.stats.bytes_written,
-                lost_transport=t.stats.lost_transport,
-                dropped_queue=t.stats.dropped_queue,
-                dropped_disk=t.stats.dropped_disk,
-                dropped_encode=t.stats.dropped_encode,
-                publishers=t.stats.publishers,
-                compressed_to=t.compressed_to,
-            )
-            for t in self.topics
-        }
-        m.drops = {
-            "lost_transport": sum(t.stats.lost_transport for t in self.topics),
-            "dropped_queue": sum(t.stats.dropped_queue for t in self.topics),
-            "dropped_disk": sum(t.stats.dropped_disk for t in self.topics),
-            "dropped_encode": sum(t.stats.dropped_encode for t in self.topics),
-        }
-        m.drops["total"] = sum(m.drops.values())
-        write_metadata_yaml(self.directory, self._metadata_doc())
-        write_manifest(self.directory, m)
+        self._index().write(self.directory)
 
     def close(self, reason: str, ended_ns: int | None = None) -> None:
         """Finalize the open file, metadata.yaml and session.json."""

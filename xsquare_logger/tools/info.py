@@ -6,72 +6,59 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from xsquare_logger.session.manifest import MANIFEST_NAME, ManifestError, read_manifest
-from xsquare_logger.session.metadata import METADATA_NAME, read_metadata_yaml
+from xsquare_logger.session.counters import LossCounters
+from xsquare_logger.session.view import SessionUnreadable, SessionView
 
 __all__ = ["InfoError", "format_info", "session_info"]
 
 
-class InfoError(Exception):
+class InfoError(SessionUnreadable):
     """The path is not a readable session."""
 
 
-def _session_dir(path: Path) -> Path:
-    if path.is_file() and path.name in (METADATA_NAME, MANIFEST_NAME):
-        return path.parent
-    if not path.is_dir():
-        raise InfoError(f"{path}: no such session directory")
-    return path
-
-
 def session_info(path: Path) -> dict[str, Any]:
-    """Everything `xsq info --json` prints, from metadata.yaml and session.json."""
-    directory = _session_dir(path)
+    """Everything `xsq info --json` prints, from metadata.yaml and session.json.
+
+    Per topic of the bag: ``count`` (messages in the bag) and the counters of
+    :class:`~xsquare_logger.session.counters.LossCounters` (``received``, ``written``,
+    the four loss kinds, ``lost``); ``counters`` holds them for every topic of
+    session.json (a camera recorded only compressed too) and the session ``total``.
+    """
     try:
-        meta = read_metadata_yaml(directory)
-    except FileNotFoundError:
-        active = sorted(p.name for p in directory.glob("*.active"))
-        hint = f" (unfinished files {active}: run `xsq recover {directory}`)" if active else ""
-        raise InfoError(f"{directory}: no {METADATA_NAME}{hint}") from None
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise InfoError(f"{directory / METADATA_NAME}: unreadable: {exc}") from None
-    try:
-        manifest = read_manifest(directory).model_dump(mode="json")
-    except ManifestError:
-        manifest = None
+        view = SessionView.open(path)
+    except SessionUnreadable as exc:
+        raise InfoError(str(exc)) from None
+    meta, directory = view.metadata, view.directory
+    manifest = view.manifest.model_dump(mode="json") if view.manifest is not None else None
     size = sum((directory / f).stat().st_size for f in meta.get("relative_file_paths", [])
                if (directory / f).exists())
-    start = int(meta["starting_time"]["nanoseconds_since_epoch"])
-    duration = int(meta["duration"]["nanoseconds"])
+    counters = view.counters()
     topics = []
     for entry in meta.get("topics_with_message_count", []):
         tm = entry["topic_metadata"]
-        drops = (manifest or {}).get("topics", {}).get(tm["name"], {})
+        counts = counters.get(tm["name"], LossCounters()).to_dict()
         topics.append(
             {
                 "name": tm["name"],
                 "type": tm["type"],
                 "count": int(entry["message_count"]),
                 "serialization_format": tm.get("serialization_format", "cdr"),
-                "lost_transport": drops.get("lost_transport", 0),
-                "dropped_queue": drops.get("dropped_queue", 0),
-                "dropped_disk": drops.get("dropped_disk", 0),
-                "dropped_encode": drops.get("dropped_encode", 0),
+                **counts,
             }
         )
-    active = sorted(p.name for p in directory.glob("*.active"))
     return {
         "path": str(directory),
         "files": list(meta.get("relative_file_paths", [])),
-        "unrecovered_files": active,
+        "unrecovered_files": view.active_files,
         "bag_size": size,
         "storage_identifier": meta.get("storage_identifier", ""),
         "ros_distro": meta.get("ros_distro", ""),
-        "start_ns": start,
-        "end_ns": start + duration,
-        "duration_ns": duration,
+        "start_ns": view.start_ns,
+        "end_ns": view.end_ns,
+        "duration_ns": view.end_ns - view.start_ns,
         "message_count": int(meta.get("message_count", 0)),
         "topics": topics,
+        "counters": view.counters_document(),
         "session": manifest,
     }
 
@@ -122,21 +109,23 @@ def format_info(info: dict[str, Any]) -> str:
             f"Software:          xsquare_logger {s['software_version']}  "
             f"config {s['config_digest'][:19]}",
         ]
-        drops = s.get("drops") or {}
+    counters = info.get("counters") or {}
+    total = counters.get("total") or {}
+    if s or counters.get("topics"):
         lines.append(
-            f"Lost messages:     {drops.get('total', 0)} "
-            f"(transport {drops.get('lost_transport', 0)}, "
-            f"queue full {drops.get('dropped_queue', 0)}, disk {drops.get('dropped_disk', 0)}, "
-            f"encoder {drops.get('dropped_encode', 0)})"
+            f"Lost messages:     {total.get('lost', 0)} "
+            f"(transport {total.get('lost_transport', 0)}, "
+            f"queue full {total.get('dropped_queue', 0)}, disk {total.get('dropped_disk', 0)}, "
+            f"encoder {total.get('dropped_encode', 0)})"
         )
-        for name, t in (s.get("topics") or {}).items():
-            kinds = ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode")
-            if any(t.get(k, 0) for k in kinds):
+        for name, c in (counters.get("topics") or {}).items():
+            if c.get("lost", 0):
                 lines.append(
-                    f"                   {name}: transport {t.get('lost_transport', 0)}, "
-                    f"queue {t.get('dropped_queue', 0)}, disk {t.get('dropped_disk', 0)}, "
-                    f"encoder {t.get('dropped_encode', 0)}"
+                    f"                   {name}: lost {c['lost']}: transport "
+                    f"{c.get('lost_transport', 0)}, queue {c.get('dropped_queue', 0)}, "
+                    f"disk {c.get('dropped_disk', 0)}, encoder {c.get('dropped_encode', 0)}"
                 )
+    if s:
         compressed = {n: t["compressed_to"] for n, t in (s.get("topics") or {}).items()
                       if t.get("compressed_to")}
         for name, out in compressed.items():

@@ -34,6 +34,7 @@ from mcap.exceptions import McapError
 from mcap.reader import NonSeekingReader, make_reader
 from pydantic import BaseModel, ConfigDict, Field
 
+from xsquare_logger.session.counters import COUNTER_KEYS, LOSS_KINDS, LossCounters
 from xsquare_logger.tools import ToolError
 from xsquare_logger.tools.tasks import SessionView, episode_range, load_session
 
@@ -137,13 +138,11 @@ class TopicSeries:
 
 @dataclass
 class LossSample:
-    """Cumulative loss counters of one ``SessionStatus`` message (receive time ``log_ns``)."""
+    """Cumulative counters of one ``SessionStatus`` message (receive time ``log_ns``)."""
 
     log_ns: int
-    lost_transport: int
-    dropped_queue: int
-    dropped_disk: int
-    per_topic: dict[str, int] = field(default_factory=dict)
+    totals: LossCounters
+    per_topic: dict[str, LossCounters] = field(default_factory=dict)
 
 
 @dataclass
@@ -188,16 +187,12 @@ def _status_decoder() -> Callable[[bytes, int], LossSample] | None:
 
     def decode(data: bytes, log_ns: int) -> LossSample:
         msg = deserialize_message(bytes(data), SessionStatus)
-        return LossSample(
-            log_ns,
-            int(msg.messages_lost_transport),
-            int(msg.messages_dropped_queue),
-            int(msg.messages_dropped_disk),
-            {
-                t.topic: int(t.lost_transport + t.dropped_queue + t.dropped_disk)
-                for t in msg.topics
-            },
-        )
+        per_topic = {t.topic: LossCounters.from_mapping(t) for t in msg.topics}
+        # The session totals as the message carries them (messages_<counter>).
+        totals = LossCounters(**{
+            k: int(getattr(msg, f"messages_{k}", 0)) for k in COUNTER_KEYS if k != "lost"
+        })
+        return LossSample(log_ns, totals, per_topic)
 
     return decode
 
@@ -365,48 +360,43 @@ def camera_streams(topics: dict[str, TopicSeries]) -> dict[str, str]:
     return {camera: topic for camera, (_rank, topic) in sorted(best.items())}
 
 
-_LOSS_KINDS = ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode")
-
-
 def _losses(scan: SessionScan) -> dict[str, Any]:
     """Per-topic losses (session.json, else the last SessionStatus) and the status timeline.
 
-    ``fraction`` = lost / (received + lost in transport): ``received`` counts every message
-    the middleware delivered, so a raw camera recorded only compressed (``compressed_to``)
-    is judged on the frames its encoder skipped.
+    Per topic: the :class:`LossCounters` of the session (``received``, ``written``, the
+    four loss kinds, ``lost``; ``lost_total`` is the same as ``lost``) and ``fraction`` =
+    :attr:`LossCounters.loss_fraction` = lost / (received + lost in transport):
+    ``received`` counts every message the middleware delivered, so a raw camera recorded
+    only compressed (``compressed_to``) is judged on the frames its encoder skipped.
     """
-    manifest = scan.view.manifest
-    per_topic: dict[str, dict[str, Any]] = {}
-    if manifest is not None and manifest.topics:
+    counters: dict[str, LossCounters] = {}
+    if scan.view.manifest is not None and scan.view.manifest.topics:
         source = "session.json"
-        for name, t in manifest.topics.items():
-            counts = {"received": t.received, "written": t.written}
-            counts |= {k: int(getattr(t, k, 0) or 0) for k in _LOSS_KINDS}
-            per_topic[name] = counts
+        counters = scan.view.counters()
     elif scan.losses:
         source = "session_status"
-        for name, lost in scan.losses[-1].per_topic.items():
-            written = scan.topics[name].log_ns.size if name in scan.topics else 0
-            per_topic[name] = {"received": written, "written": written, "lost": lost}
+        counters = dict(scan.losses[-1].per_topic)
     else:
         source = "none"
-    for counts in per_topic.values():
-        lost = sum(v for k, v in counts.items() if k not in ("received", "written"))
-        seen = max(counts["received"], counts["written"]) + counts.get("lost_transport", 0)
-        counts["lost_total"] = lost
-        counts["fraction"] = round(lost / seen, 6) if seen else 0.0
+    per_topic: dict[str, dict[str, Any]] = {}
+    for name, c in counters.items():
+        counts: dict[str, Any] = c.to_dict()
+        counts["lost_total"] = c.lost
+        counts["fraction"] = round(c.loss_fraction, 6)
+        per_topic[name] = counts
     t0 = scan.view.start_ns
     timeline = [
-        [round((s.log_ns - t0) / _NS, 3), s.lost_transport, s.dropped_queue, s.dropped_disk]
+        [round((s.log_ns - t0) / _NS, 3), *(getattr(s.totals, k) for k in LOSS_KINDS),
+         s.totals.lost]
         for s in scan.losses
     ]
     return {
         "source": source,
-        "total": sum(c["lost_total"] for c in per_topic.values()),
+        "total": LossCounters.total(counters.values()).lost,
         "per_topic": per_topic,
         "status_messages": len(scan.losses),
         "status_decoded": scan.status_decoded,
-        # [offset_s, lost_transport, dropped_queue (+ encoder skips), dropped_disk]
+        # [offset_s, lost_transport, dropped_queue, dropped_disk, dropped_encode, lost]
         "timeline": timeline,
     }
 
@@ -526,7 +516,7 @@ def evaluate(numbers: dict[str, Any], thresholds: Thresholds) -> dict[str, Any]:
         frac = counts["fraction"]
         ok = frac <= th.max_loss_fraction
         _check(checks, "loss", name, frac, th.max_loss_fraction, ok,
-               f"{name}: lost {counts['lost_total']} messages ({frac:.4%}) "
+               f"{name}: lost {counts['lost']} messages ({frac:.4%}) "
                f"> {th.max_loss_fraction:.4%}")
     total = sum(t.get("count", 0) for t in topics.values())
     _check(checks, "messages", "session", total, 1, total > 0, "the session holds no messages")

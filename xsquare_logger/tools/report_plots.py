@@ -141,8 +141,8 @@ def _loss_plot(report: dict[str, Any], path: Path) -> Path | None:
         return None
     data = np.asarray(timeline, dtype=float)
     fig, ax = plt.subplots(figsize=(11, 3.5))
-    for col, label in ((1, "lost in transport"), (2, "dropped (queue full or encoder)"),
-                       (3, "dropped (disk)")):
+    for col, label in ((1, "lost in transport"), (2, "dropped (queue full)"),
+                       (3, "dropped (disk)"), (4, "dropped (encoder)")):
         ax.step(data[:, 0], data[:, col], where="post", label=label)
     ax.set_title("cumulative losses (from /xsquare/session_status)")
     return _finish(fig, ax, report, path, "messages")

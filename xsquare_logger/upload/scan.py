@@ -6,18 +6,16 @@ recovered, no ``.mcap.active`` file is left, and nobody holds its recording lock
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from xsquare_logger.errors import XsqError
-from xsquare_logger.session.fsutil import LOCK_NAME
-from xsquare_logger.session.manifest import MANIFEST_NAME, ManifestError, read_manifest
-from xsquare_logger.session.store import ACTIVE_SUFFIX
+from xsquare_logger.session.fsutil import LOCK_NAME, SessionLock
+from xsquare_logger.session.manifest import MANIFEST_NAME
+from xsquare_logger.session.view import ACTIVE_SUFFIX, SessionUnreadable, SessionView
 
 __all__ = [
     "LocalFile",
@@ -84,17 +82,7 @@ def lock_is_held(directory: Path) -> bool:
     Opens read-only and never creates or deletes the lock file: the uploader must
     not leave traces in a session whose bytes it uploads.
     """
-    try:
-        fd = os.open(directory / LOCK_NAME, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing also releases a lock we just took
-    return False
+    return SessionLock.is_held(directory)
 
 
 def recording_in_progress(data_root: Path) -> bool:
@@ -113,9 +101,10 @@ def describe_session(directory: Path) -> LocalSession:
     inconsistent session.
     """
     try:
-        manifest = read_manifest(directory)
-    except ManifestError as exc:
+        manifest = SessionView.open(directory, need_metadata=False, need_manifest=True).manifest
+    except SessionUnreadable as exc:
         raise SessionNotReady(str(exc)) from None
+    assert manifest is not None  # need_manifest
     if manifest.state not in ("closed", "recovered"):
         raise SessionNotReady(f"{directory}: session state is {manifest.state!r}, not closed")
     if any(directory.glob("*" + ACTIVE_SUFFIX)):
