@@ -31,7 +31,7 @@ def test_live_view_streams_recorded_cdr_and_throttles_cameras(tmp_path: Path) ->
     live_cfg = LiveViewMod.LiveConfig(enabled=True, port=0, camera_rate_hz=10, max_rate_hz=1000)
     live = LiveViewMod.LiveView(live_cfg, ros2msg_schema, name="test-robot")
     cfg = apply_overrides(LoggerConfig(), {"recording.disk_reserve_bytes": 0}, "test")
-    rec = Recorder(cfg, tmp_path / "s", "s", live=live)
+    rec = Recorder(cfg, tmp_path / "s", "s", taps=[live])
     cam = rec.add_topic(known.IMAGE_TOPIC, "sensor_msgs/msg/Image", [make_qos("best_effort")])
     joints = rec.add_topic(known.JOINT_TOPIC, "sensor_msgs/msg/JointState", [make_qos()])
     rec.start()
@@ -85,3 +85,93 @@ def test_live_view_streams_recorded_cdr_and_throttles_cameras(tmp_path: Path) ->
     assert live.throttled == 20
     manifest_topics = json.loads((tmp_path / "s" / "session.json").read_text())["topics"]
     assert manifest_topics[known.IMAGE_TOPIC]["written"] == 31  # recording is not throttled
+
+
+def _advertised(ws: object, want: set[str], timeout: float = 10) -> dict[str, dict]:
+    channels: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout
+    while not want <= set(channels) and time.monotonic() < deadline:
+        try:
+            msg = ws.recv(timeout=max(0.1, deadline - time.monotonic()))  # type: ignore[attr-defined]
+        except TimeoutError:
+            break
+        if isinstance(msg, str) and json.loads(msg).get("op") == "advertise":
+            channels.update({c["topic"]: c for c in json.loads(msg)["channels"]})
+    return channels
+
+
+def test_live_view_advertises_task_topics_at_start_and_sends_every_event(
+    tmp_path: Path,
+) -> None:
+    """The current-task panel and the TaskEvent log need /xsquare/* live: advertised as the
+    session starts (before any event), and every event delivered, however close together."""
+    from std_msgs.msg import String
+
+    from xsquare_logger.recording.recorder import (
+        CURRENT_TASK_TOPIC,
+        STATUS_TOPIC,
+        TASK_EVENTS_TOPIC,
+    )
+    from xsquare_logger.session.events import TaskEventData
+    from xsquare_logger_msgs.msg import TaskEvent
+
+    live_cfg = LiveViewMod.LiveConfig(enabled=True, port=0, camera_rate_hz=1, max_rate_hz=1)
+    live = LiveViewMod.LiveView(live_cfg, ros2msg_schema, name="test-robot")
+    cfg = apply_overrides(LoggerConfig(), {"recording.disk_reserve_bytes": 0}, "test")
+    rec = Recorder(cfg, tmp_path / "s", "s", status_encoder=lambda _s: b"\x00\x01\x00\x00",
+                   task_topics=True, taps=[live])
+    rec.start()
+    want = {TASK_EVENTS_TOPIC, CURRENT_TASK_TOPIC, STATUS_TOPIC}
+    sent: list[tuple[bytes, bytes]] = []
+    try:
+        with websockets_sync.connect(
+            f"ws://127.0.0.1:{live.port}", subprotocols=["foxglove.sdk.v1"], open_timeout=10
+        ) as ws:
+            channels = _advertised(ws, want)
+            assert want <= set(channels), sorted(channels)
+            assert channels[TASK_EVENTS_TOPIC]["schemaName"] == "xsquare_logger_msgs/msg/TaskEvent"
+            ws.send(json.dumps({"op": "subscribe", "subscriptions": [
+                {"id": 1, "channelId": channels[TASK_EVENTS_TOPIC]["id"]},
+                {"id": 2, "channelId": channels[CURRENT_TASK_TOPIC]["id"]},
+            ]}))
+            watched = [live._channels[t] for t in (TASK_EVENTS_TOPIC, CURRENT_TASK_TOPIC)]
+            deadline = time.monotonic() + 10
+            while not all(c.has_sinks() for c in watched) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # Five events 10 ms apart: far above max_rate_hz=1, and none may be throttled.
+            t0 = time.time_ns()
+            for i in range(5):
+                stamp = t0 + i * 10_000_000
+                ev = TaskEvent(session_id="s", event_id=f"e{i}", kind=TaskEvent.TASK_START,
+                               task=f"task {i}", episode_index=i)
+                ev.stamp.sec, ev.stamp.nanosec = divmod(stamp, 1_000_000_000)
+                pair = (serialize_message(ev), serialize_message(String(data=f"#{i} task {i}")))
+                sent.append(pair)
+                rec.record_event(TaskEventData(stamp, "s", f"e{i}", "task_start", f"task {i}", i),
+                                 *pair)
+            got: dict[int, list[bytes]] = {1: [], 2: []}
+            while len(got[1]) < 5 or len(got[2]) < 5:
+                try:
+                    data = ws.recv(timeout=10)
+                except TimeoutError:
+                    raise AssertionError(f"got {len(got[1])} events, {len(got[2])} tasks") from None
+                if isinstance(data, bytes) and data[0] == 0x01:
+                    sub_id, _ts = struct.unpack_from("<IQ", data, 1)
+                    got[sub_id].append(data[13:])
+    finally:
+        rec.stop()
+        live.close()
+    assert got[1] == [e for e, _t in sent]
+    assert got[2] == [t for _e, t in sent]
+
+
+def test_recorder_core_does_not_import_the_live_view() -> None:
+    """The recorder takes taps (recording/tap.py); the node builds the LiveView."""
+    import ast
+
+    import xsquare_logger.recording.recorder as recorder_mod
+
+    tree = ast.parse(Path(recorder_mod.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in imported if m and m.startswith("xsquare_logger.live")]

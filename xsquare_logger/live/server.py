@@ -1,16 +1,21 @@
 """Live view of a recording session in Foxglove, over the foxglove-sdk WebSocket server.
 
-The recorder offers every written message; only topics someone is subscribed to
-cost anything (``Channel.has_sinks``), and cameras are throttled to
+A :class:`~xsquare_logger.recording.tap.Tap`: the node builds it and hands it to each
+session's recorder. Every recorded topic is advertised as the recorder registers it
+(the recorder's own ``/xsquare/*`` topics, task events, current task and session status,
+at session start), and the recorder offers every written message; only topics someone is
+subscribed to cost anything (``Channel.has_sinks``), and cameras are throttled to
 ``camera_rate_hz`` (by message log time, so the decision is deterministic and
-free of wall-clock calls), everything else to ``max_rate_hz``. H.264 streams are
-never throttled: every P-frame depends on the previous one. Raw CDR is passed
-through unchanged on ``ros2msg``/``cdr`` channels, exactly as in the bag.
+free of wall-clock calls), everything else to ``max_rate_hz``. H.264 streams and the
+``/xsquare/*`` topics are never throttled: every P-frame depends on the previous one, and
+every task event counts. Raw CDR is passed through unchanged on ``ros2msg``/``cdr``
+channels, exactly as in the bag.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +28,7 @@ log = logging.getLogger("xsquare_logger.live")
 
 _CAMERA_TYPES = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"})
 _NEVER_THROTTLE = frozenset({"foxglove_msgs/msg/CompressedVideo"})
+_NEVER_THROTTLE_PREFIX = "/xsquare/"  # the recorder's task events, current task, status
 
 
 class LiveViewError(XsqError):
@@ -54,6 +60,7 @@ class LiveView:
                 "(set live.port, or live.enabled=false)"
             ) from exc
         self._channels: dict[str, Any] = {}
+        self._lock = threading.Lock()  # advertise() runs on ROS threads, offer() on the writer
         self._period_ns: dict[str, int] = {}
         self._last_ns: dict[str, int] = {}
         self.sent = 0
@@ -66,7 +73,18 @@ class LiveView:
     def port(self) -> int:
         return int(self._server.port)
 
+    def advertise(self, topic: str, type_name: str) -> None:
+        """Create ``topic``'s channel now (viewers see it before its first message)."""
+        self._channel(topic, type_name)
+
     def _channel(self, topic: str, type_name: str) -> Any:
+        with self._lock:
+            channel = self._channels.get(topic)
+            if channel is None:
+                channel = self._new_channel(topic, type_name)
+        return channel
+
+    def _new_channel(self, topic: str, type_name: str) -> Any:
         fg = self._foxglove
         channel = fg.Channel(
             topic,
@@ -77,7 +95,7 @@ class LiveView:
             context=self._context,
         )
         self._channels[topic] = channel
-        if type_name in _NEVER_THROTTLE:
+        if type_name in _NEVER_THROTTLE or topic.startswith(_NEVER_THROTTLE_PREFIX):
             self._period_ns[topic] = 0
         else:
             rate = self.config.camera_rate_hz if type_name in _CAMERA_TYPES else (
@@ -103,7 +121,8 @@ class LiveView:
         return True
 
     def close(self) -> None:
-        for channel in self._channels.values():
-            channel.close()
-        self._channels.clear()
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
         self._server.stop()

@@ -13,7 +13,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +26,9 @@ from xsquare_logger.bag.qos import QosDict, make_qos
 from xsquare_logger.camera.stage import CompressionStage
 from xsquare_logger.config.model import LoggerConfig, config_digest
 from xsquare_logger.errors import XsqError
-from xsquare_logger.live.server import LiveView
 from xsquare_logger.recording.queue import ByteBoundedQueue
 from xsquare_logger.recording.sequence import SequenceTracker
+from xsquare_logger.recording.tap import Tap
 from xsquare_logger.session.counters import LossCounters, TopicStats
 from xsquare_logger.session.episodes import apply_event
 from xsquare_logger.session.events import TaskEventData
@@ -147,11 +147,12 @@ class Recorder:
         session_writer_factory: Callable[..., SessionWriter] = SessionWriter,
         visit: dict[str, object] | None = None,
         task_topics: bool = False,
-        live: LiveView | None = None,
+        taps: Sequence[Tap] = (),
     ) -> None:
         self.config = config
         self.rcfg = config.recording
-        self.live = live
+        # Written messages also go to these (the live view); see recording/tap.py.
+        self.taps: list[Tap] = list(taps)
         self.session_id = session_id
         self.session_dir = session_dir
         self._status_encoder = status_encoder
@@ -216,6 +217,8 @@ class Recorder:
             self.stats.append(stats)
             self._seq.append(SequenceTracker())
             self._by_name[topic] = index
+        for tap in list(self.taps):  # advertised now, so viewers can subscribe before data
+            self._tap_call(tap, tap.advertise, topic, type_name)
         return index
 
     def has_topic(self, topic: str) -> bool:
@@ -384,8 +387,8 @@ class Recorder:
                 stats.dropped_disk += 1
                 self._disk_error(exc)
                 continue
-            if self.live is not None:
-                self._offer_live(stats, msg, recv)
+            if self.taps:
+                self._offer_taps(stats, msg, recv)
 
     def _write_event(
         self, event: TaskEventData, event_cdr: bytes, current_task_cdr: bytes | None
@@ -403,6 +406,12 @@ class Recorder:
                     self._current_task_index, event.stamp_ns, event.stamp_ns, current_task_cdr, 0
                 )
                 self.stats[self._current_task_index].received += 1
+            if self.taps:
+                self._offer_taps(self.stats[self._event_index], event_cdr, event.stamp_ns)
+                if current_task_cdr is not None:
+                    self._offer_taps(
+                        self.stats[self._current_task_index], current_task_cdr, event.stamp_ns
+                    )
             if self.on_event_written is not None:
                 self.on_event_written(event)
             # Episodes must survive a crash: session.json is rewritten at once.
@@ -410,13 +419,17 @@ class Recorder:
         except _WRITE_ERRORS as exc:
             self._disk_error(exc)
 
-    def _offer_live(self, stats: TopicStats, msg: bytes, log_time: int) -> None:
+    def _offer_taps(self, stats: TopicStats, msg: bytes, log_time: int) -> None:
+        for tap in list(self.taps):
+            self._tap_call(tap, tap.offer, stats.topic, stats.type, msg, log_time)
+
+    def _tap_call(self, tap: Tap, method: Callable[..., object], *args: object) -> None:
         try:
-            assert self.live is not None
-            self.live.offer(stats.topic, stats.type, msg, log_time)
-        except Exception:  # the live view is a convenience: it must never stop recording
-            log.exception("live view failed; disabled for this session")
-            self.live = None
+            method(*args)
+        except Exception:  # a tap (the live view) is a convenience: it must never stop recording
+            log.exception("%s failed; disabled for this session", type(tap).__name__)
+            if tap in self.taps:
+                self.taps.remove(tap)
 
     def _disk_error(self, exc: Exception) -> None:
         self._disk_failed = True
@@ -468,6 +481,8 @@ class Recorder:
                 data = self._status_encoder(snap)
                 self.writer.write(index, snap.stamp_ns, snap.stamp_ns, data, 0)
                 self.stats[index].received += 1
+                if self.taps:
+                    self._offer_taps(self.stats[index], data, snap.stamp_ns)
             except _WRITE_ERRORS as exc:
                 self._disk_error(exc)
         if self._on_status:

@@ -147,7 +147,7 @@ class RecorderNode(Node):
                 on_auto_stop=self._auto_stop,
                 visit=visit,
                 task_topics=task_topics,
-                live=self.live,
+                taps=[self.live] if self.live is not None else [],
             )
             self.recorder = recorder
             self.session_dir = session_dir
