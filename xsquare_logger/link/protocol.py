@@ -1,7 +1,8 @@
 """The tablet wire protocol, version 1: request parsing, validation and reply building.
 
 Every frame a tablet sends is untrusted: it is size-checked before it is decoded,
-decoded strictly (UTF-8, JSON without NaN/Infinity), and validated by pydantic
+decoded strictly (UTF-8, JSON without NaN/Infinity, no string that UTF-8 cannot
+encode, i.e. no escaped lone surrogate like ``"\\ud800"``), and validated by pydantic
 models that forbid unknown fields and never coerce types. Any failure becomes a
 :class:`ProtocolError` carrying one :class:`ErrorCode`; nothing here has side
 effects, so a bad request cannot change the robot's state.
@@ -49,6 +50,7 @@ __all__ = [
     "decode_envelope",
     "encode",
     "error_reply",
+    "find_unencodable",
     "ok_reply",
     "parse_request",
     "validate_request",
@@ -197,13 +199,60 @@ def _clip(text: str) -> str:
     return text if len(text) <= _MAX_ECHO_CHARS else text[:_MAX_ECHO_CHARS] + "..."
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode written as ``\\udXXX`` (safe to echo)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _unencodable_error(where: list[str], what: str, text: str) -> str:
+    bad = next(c for c in text if not _encodable(c))
+    path = ".".join(_clip(_escaped(p)) for p in where)
+    return (
+        f"{path}: {what} holds an unpaired surrogate ({_escaped(bad)}), which is not "
+        "Unicode text and cannot be encoded as UTF-8"
+    )
+
+
+def find_unencodable(doc: dict[str, Any]) -> str | None:
+    """Why ``doc`` holds a string (field name or value) UTF-8 cannot encode, or None.
+
+    JSON's ``\\uXXXX`` escapes can spell half of a surrogate pair alone, which
+    ``json.loads`` accepts; such a string would break every later step (the
+    reply, the recorded metadata, ROS strings), so it is refused up front.
+    Iterative: the document may be nested as deeply as the JSON decoder allows.
+    """
+    stack: list[tuple[list[str], Any]] = [([], doc)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return _unencodable_error(path, "text", value)
+        elif isinstance(value, dict):
+            for key, item in reversed(list(value.items())):
+                if not _encodable(key):
+                    return _unencodable_error([*path, key], "field name", key)
+                stack.append(([*path, key], item))
+        elif isinstance(value, list):
+            stack.extend(([*path, str(i)], item) for i, item in reversed(list(enumerate(value))))
+    return None
+
+
 def decode_envelope(frame: bytes) -> tuple[dict[str, Any], str]:
     """Decode one frame into a JSON object and its request id.
 
     Raises :class:`ProtocolError`: ``TOO_LARGE`` above 64 KiB (checked before
     decoding), ``BAD_REQUEST`` for empty frames, invalid UTF-8 or JSON, a
     non-object document, or a missing/invalid ``id`` (non-empty string of at
-    most 128 characters).
+    most 128 characters that UTF-8 can encode). In all these cases the id is
+    unknown (``request_id`` None): an id that cannot be encoded is never echoed.
     """
     if len(frame) > MAX_MESSAGE_BYTES:
         raise ProtocolError(
@@ -235,6 +284,9 @@ def decode_envelope(frame: bytes) -> tuple[dict[str, Any], str]:
             ErrorCode.BAD_REQUEST,
             f"id: required, a non-empty string of at most {MAX_ID_CHARS} characters",
         )
+    if not _encodable(request_id):
+        # Not echoed: the reply must be valid UTF-8, so it carries "id": null.
+        raise ProtocolError(ErrorCode.BAD_REQUEST, _unencodable_error(["id"], "text", request_id))
     return doc, request_id
 
 
@@ -253,11 +305,15 @@ def _describe(exc: ValidationError, prefix: str) -> str:
 def validate_request(doc: dict[str, Any], request_id: str) -> Request:
     """Check version, envelope fields, command and arguments of a decoded request.
 
-    Order of checks (the first failure is reported): ``v`` (``BAD_REQUEST`` if
-    missing or not an integer, ``UNSUPPORTED_VERSION`` if not 1), unknown
+    Order of checks (the first failure is reported): any field name or string
+    value that UTF-8 cannot encode (``BAD_REQUEST`` naming it), ``v``
+    (``BAD_REQUEST`` if missing or not an integer, ``UNSUPPORTED_VERSION`` if not 1), unknown
     top-level fields, ``cmd`` (``UNKNOWN_COMMAND``), ``args`` (``BAD_REQUEST``
     naming the field), consent (``CONSENT_REQUIRED``).
     """
+    unencodable = find_unencodable(doc)
+    if unencodable is not None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, unencodable, request_id)
     version = doc.get("v")
     # bool is an int subclass in Python; JSON true is not a version number.
     if not isinstance(version, int) or isinstance(version, bool):
@@ -329,8 +385,14 @@ def error_reply(request_id: str | None, code: ErrorCode, message: str) -> dict[s
 
 
 def encode(doc: dict[str, Any]) -> bytes:
-    """Serialize a reply or status message: compact UTF-8 JSON, no NaN."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """Serialize a reply or status message: compact UTF-8 JSON, no NaN.
+
+    Always valid UTF-8: request text is checked on the way in, and a lone
+    surrogate in robot-side text (an OS error naming a non-UTF-8 file name, say)
+    becomes ``?`` rather than an exception that would cost the reply.
+    """
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8", "replace")
 
 
 # --- models of what the robot sends (validated by the client) -----------------------------

@@ -11,6 +11,8 @@ revocation also needs to reach open connections: every command is checked
 against the current allow-list via the message's ``User-Id`` (the client key),
 and when a key disappears the PUB socket is re-bound, which drops all
 subscribers; the authorized ones reconnect on their own within ~0.1 s.
+Refused handshakes and dropped commands of revoked keys are logged at most
+once a minute per key (:class:`_LogLimiter`), whatever the tablet repeats.
 ``insecure=True`` disables all of this and logs a warning at every start.
 """
 
@@ -20,6 +22,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,13 +42,19 @@ from xsquare_logger.link.protocol import (
 )
 from xsquare_logger.link.visit import VisitStateMachine
 
-__all__ = ["TabletServer", "TabletServerError"]
+__all__ = ["MAX_FRAME_BYTES", "TabletServer", "TabletServerError"]
 
 log = logging.getLogger(__name__)
 
-# Larger messages than this close the sender's connection inside libzmq (no
-# reply); between 64 KiB and this a TOO_LARGE reply explains the limit.
-_HARD_MAX_BYTES = 1024 * 1024
+# The largest request frame (payload bytes) the transport accepts: up to this a
+# frame is read and answered (TOO_LARGE above MAX_MESSAGE_BYTES); a larger one
+# makes libzmq close the sender's connection without a reply (ZMQ_MAXMSGSIZE).
+MAX_FRAME_BYTES = 1024 * 1024
+# libzmq applies ZMQ_MAXMSGSIZE to the frame on the wire. Under CURVE that is a
+# MESSAGE command: "\x07MESSAGE" (8) + nonce (8) + MAC (16) + flags (1) around the
+# payload, so without this allowance payloads of 1,048,544..1,048,576 bytes were
+# dropped unanswered.
+_CURVE_FRAME_OVERHEAD = 33
 # A stalled subscriber costs at most this many queued status messages.
 _STATUS_HWM = 16
 _KEY_CHECK_INTERVAL = 1.0
@@ -53,10 +62,47 @@ _KEY_CHECK_INTERVAL = 1.0
 _MAX_POLL_S = 0.1
 _REBIND_TRIES = 50
 _DENIAL_LOG_INTERVAL = 60.0
+# Keys remembered by a _LogLimiter (a stranger can make up any number of keys).
+_LOG_LIMITER_KEYS = 1024
 
 
 class TabletServerError(XsqError):
     """The server could not start (bad endpoint, port in use, missing keys)."""
+
+
+class _LogLimiter:
+    """Lets a log message about one key through at most once per ``interval`` seconds.
+
+    Whatever a tablet repeats (handshakes with a refused key, commands from a
+    revoked one) must not grow the robot's log without bound. ``allow(key)``
+    returns ``None`` to suppress, else how many were suppressed since the last
+    message for that key. Memory is bounded too: at most ``max_keys`` keys are
+    remembered (the oldest forgotten first). One instance per thread.
+    """
+
+    def __init__(
+        self, interval: float = _DENIAL_LOG_INTERVAL, max_keys: int = _LOG_LIMITER_KEYS
+    ) -> None:
+        self._interval = interval
+        self._max_keys = max_keys
+        # key -> (time of the last message, suppressed since), oldest message first
+        self._seen: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
+
+    def allow(self, key: bytes) -> int | None:
+        now = time.monotonic()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self._interval:
+            self._seen[key] = (last[0], last[1] + 1)
+            return None
+        self._seen.pop(key, None)
+        self._seen[key] = (now, 0)
+        while len(self._seen) > self._max_keys:
+            self._seen.popitem(last=False)
+        return 0 if last is None else last[1]
+
+
+def _suppressed(count: int) -> str:
+    return f" ({count} more since the last report)" if count else ""
 
 
 class _KeyCheck:
@@ -64,16 +110,19 @@ class _KeyCheck:
 
     def __init__(self, allow: AllowList) -> None:
         self._allow = allow
-        self._last_logged: dict[bytes, float] = {}
+        self._denials = _LogLimiter()
 
     def callback(self, domain: str, key: bytes) -> bool:
         if self._allow.allows(key):
             return True
         # A refused client retries its handshake; log each key once a minute, not each time.
-        now = time.monotonic()
-        if now - self._last_logged.get(key, -_DENIAL_LOG_INTERVAL) >= _DENIAL_LOG_INTERVAL:
-            self._last_logged[key] = now
-            log.warning("refused a tablet whose key is not authorized: %s", key.decode())
+        suppressed = self._denials.allow(key)
+        if suppressed is not None:
+            log.warning(
+                "refused a tablet whose key is not authorized: %s%s",
+                key.decode(),
+                _suppressed(suppressed),
+            )
         return False
 
 
@@ -98,6 +147,8 @@ class TabletServer:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._status_seq = 0
+        # Used by the server thread only (the ZAP thread has its own in _KeyCheck).
+        self._revoked_log = _LogLimiter()
         self.command_endpoint = ""
         self.status_endpoint = ""
 
@@ -112,9 +163,13 @@ class TabletServer:
             if not self._config.insecure:
                 self._start_auth()
             self._router = self._make_router()
-            self.command_endpoint = self._bind(self._router, self._config.command_endpoint)
+            self.command_endpoint = self._bind(
+                self._router, self._config.command_endpoint, "tablet.command_endpoint"
+            )
             self._pub = self._make_pub()
-            self.status_endpoint = self._bind(self._pub, self._config.status_endpoint)
+            self.status_endpoint = self._bind(
+                self._pub, self._config.status_endpoint, "tablet.status_endpoint"
+            )
         except BaseException:
             self._teardown()
             raise
@@ -194,7 +249,8 @@ class TabletServer:
         assert self._ctx is not None
         sock = self._ctx.socket(zmq.ROUTER)
         self._secure(sock)
-        sock.maxmsgsize = _HARD_MAX_BYTES
+        overhead = _CURVE_FRAME_OVERHEAD if self._keys is not None else 0
+        sock.maxmsgsize = MAX_FRAME_BYTES + overhead
         return sock
 
     def _make_pub(self) -> zmq.Socket[bytes]:
@@ -207,11 +263,17 @@ class TabletServer:
         return sock
 
     @staticmethod
-    def _bind(sock: zmq.Socket[bytes], endpoint: str) -> str:
+    def _bind(sock: zmq.Socket[bytes], endpoint: str, setting: str) -> str:
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
-            raise TabletServerError(f"cannot bind {endpoint}: {exc}") from None
+            # zmq.strerror, not str(exc): pyzmq appends the address a second time.
+            reason = zmq.strerror(exc.errno or 0)
+            if exc.errno == zmq.EADDRINUSE:
+                reason += " (another program, or another xsq run, holds that port)"
+            raise TabletServerError(
+                f"tablet link: cannot bind {endpoint} ({setting}): {reason}"
+            ) from None
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _teardown(self) -> None:
@@ -238,7 +300,7 @@ class TabletServer:
         while not self._stopping.is_set():
             try:
                 wait = min(next_status, next_key_check) - time.monotonic()
-                events = dict(poller.poll(max(0, min(wait, _MAX_POLL_S)) * 1000))
+                events = dict(poller.poll(int(max(0.0, min(wait, _MAX_POLL_S)) * 1000)))
                 if self._router in events:
                     self._drain()
                 now = time.monotonic()
@@ -275,11 +337,18 @@ class TabletServer:
         identity, body = frames[0].bytes, frames[1:]
         client = ""
         if self._allow is not None and body:
-            user = body[0].get("User-Id")
+            user = str(body[0].get("User-Id"))
             # ZAP admitted this connection, but the key may have been revoked since
             # (the allow-list is re-read every second by the loop, not per command).
             if user.encode() not in self._allow:
-                log.warning("dropped a command from a revoked tablet key %s", user)
+                # A revoked tablet may keep sending: one log line a minute, not one each.
+                suppressed = self._revoked_log.allow(user.encode())
+                if suppressed is not None:
+                    log.warning(
+                        "dropped a command from a revoked tablet key %s%s",
+                        user,
+                        _suppressed(suppressed),
+                    )
                 return
             client = user
         # A REQ socket puts an empty delimiter first; answer in the same envelope.

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 import zmq
 from pydantic import ValidationError
@@ -25,9 +25,16 @@ from zmq.utils.monitor import parse_monitor_message
 
 from xsquare_logger.errors import XsqError
 from xsquare_logger.link.keys import KeyStore, load_key_file
-from xsquare_logger.link.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Reply, StatusMessage
+from xsquare_logger.link.protocol import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Reply,
+    StatusMessage,
+    find_unencodable,
+)
 
 __all__ = [
+    "CurveKeys",
     "StatusSubscriber",
     "TabletAuthError",
     "TabletClient",
@@ -93,7 +100,15 @@ class _Keys:
             sock.curve_secretkey = self.client_secret
 
 
-def keys_from_files(robot_public_file: Path, tablet_secret_file: Path) -> dict[str, bytes]:
+class CurveKeys(TypedDict):
+    """The CURVE keyword arguments of :class:`TabletClient` and :class:`StatusSubscriber`."""
+
+    server_public_key: bytes
+    client_public_key: bytes
+    client_secret_key: bytes
+
+
+def keys_from_files(robot_public_file: Path, tablet_secret_file: Path) -> CurveKeys:
     """The CURVE keyword arguments of the client classes, read from key files.
 
     ``robot_public_file`` is the robot's ``robot.key``; ``tablet_secret_file``
@@ -187,11 +202,13 @@ class TabletClient:
         :class:`TabletTimeout` when no attempt got a reply.
         """
         rid = request_id or uuid.uuid4().hex
-        frame = json.dumps(
-            {"v": PROTOCOL_VERSION, "id": rid, "cmd": cmd, "args": args or {}},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode()
+        doc = {"v": PROTOCOL_VERSION, "id": rid, "cmd": cmd, "args": args or {}}
+        # e.g. an argument from a non-UTF-8 terminal (surrogateescape): the robot
+        # would refuse it, so say so here rather than fail to encode it.
+        unencodable = find_unencodable(doc)
+        if unencodable is not None:
+            raise TabletError("BAD_REQUEST", unencodable)
+        frame = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
         if len(frame) > MAX_MESSAGE_BYTES:
             raise TabletError(
                 "TOO_LARGE", f"request is {len(frame)} bytes; the limit is {MAX_MESSAGE_BYTES}"
@@ -221,7 +238,7 @@ class TabletClient:
         poller.register(monitor, zmq.POLLIN)
         deadline = time.monotonic() + self.timeout
         while (remaining := deadline - time.monotonic()) > 0:
-            events = dict(poller.poll(remaining * 1000))
+            events = dict(poller.poll(int(remaining * 1000)))  # pyzmq truncates to ms anyway
             if monitor in events:
                 failure = _handshake_error(monitor)
                 if failure is not None:
@@ -359,7 +376,7 @@ class StatusSubscriber:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            events = dict(poller.poll(None if remaining is None else remaining * 1000))
+            events = dict(poller.poll(None if remaining is None else int(remaining * 1000)))
             if self._monitor in events:
                 failure = _handshake_error(self._monitor)
                 if failure is not None:
