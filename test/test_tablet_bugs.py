@@ -33,7 +33,7 @@ from xsquare_logger.link.keys import KeyStore, KeyStoreError
 from xsquare_logger.link.protocol import MAX_MESSAGE_BYTES, Reply
 from xsquare_logger.link.server import TabletServer, TabletServerError
 from xsquare_logger.link.visit import VisitStateMachine
-from xsquare_logger.tablet.client import TabletClient, TabletError, keys_from_files
+from xsquare_logger.tablet.client import CurveKeys, TabletClient, TabletError, keys_from_files
 
 SERVER_LOGGER = "xsquare_logger.link"
 # docs/tablet-protocol.md §3: the largest frame the transport takes (and answers).
@@ -51,7 +51,7 @@ class Link:
     def command(self) -> str:
         return f"tcp://127.0.0.1:{self.server.command_port}"
 
-    def tablet_keys(self, name: str) -> dict[str, bytes]:
+    def tablet_keys(self, name: str) -> CurveKeys:
         store = KeyStore(self.keys)
         return keys_from_files(store.robot_public_file, store.issued_dir / f"{name}.key_secret")
 
