@@ -387,3 +387,41 @@ def test_message_edge_cases(tmp_path: Path) -> None:
         got = [(m.sequence, m.data) for _s, _c, m in make_reader(f).iter_messages()]
     assert got == [(7, words.tobytes()), (0, b"ba")]
     doctor(path)
+
+
+def test_each_session_file_carries_its_own_final_rosbag2_metadata(tmp_path: Path) -> None:
+    """The ``rosbag2`` record of every file (a lone clip or upload) describes that file.
+
+    Written by the real SessionWriter, split into several files; the record is read back with
+    the official reader and must agree with metadata.yaml's entry for the file.
+    """
+    import yaml
+    from rosbags.rosbag2 import Reader as RosbagsReader
+    from support.sample import TOPIC, make_session
+
+    session = make_session(tmp_path, "x2", 3_000_000, message_bytes=100_000,
+                           max_file_bytes=1_000_000)  # fmt: skip
+    meta = yaml.safe_load((session / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert len(meta["files"]) >= 3
+    for entry in meta["files"]:
+        path = session / entry["path"]
+        with open(path, "rb") as f:
+            records = {m.name: m.metadata for m in make_reader(f).iter_metadata()}
+        own = yaml.safe_load(records["rosbag2"]["serialized_metadata"])
+        own = own["rosbag2_bagfile_information"]
+        assert entry["message_count"] > 0
+        assert own["starting_time"] == entry["starting_time"]
+        assert own["duration"] == entry["duration"]
+        assert own["message_count"] == entry["message_count"]
+        assert own["files"] == [entry]
+        assert own["relative_file_paths"] == [entry["path"]]
+        assert [
+            (t["topic_metadata"]["name"], t["message_count"])
+            for t in own["topics_with_message_count"]
+        ] == [(TOPIC, entry["message_count"])]
+        doctor(path)
+        with RosbagsReader(path) as lone:  # rosbags opens the single file on its own
+            assert lone.message_count == entry["message_count"]
+            assert sum(1 for _ in lone.messages()) == entry["message_count"]
+    with RosbagsReader(session) as bag:
+        assert bag.message_count == meta["message_count"]

@@ -19,17 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TypeVar
 
-import lz4.frame
 import zstandard
+from mcap.data_stream import ReadDataStream
+from mcap.exceptions import McapError
 from mcap.reader import make_reader
+from mcap.records import Attachment, Channel, Chunk, Header, McapRecord, Message, Metadata, Schema
+from mcap.stream_reader import breakup_chunk
 
 from xsquare_logger.bag.mcap_writer import MCAP_MAGIC, McapWriter, McapWriterError, Opcode
 from xsquare_logger.errors import XsqError
@@ -37,11 +42,10 @@ from xsquare_logger.errors import XsqError
 __all__ = ["RecoveryError", "RecoveryResult", "recover_mcap"]
 
 _RECORD_HEADER = struct.Struct("<BQ")
-_U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _CHUNK_FIXED = struct.Struct("<QQQII")  # start, end, uncompressed size, crc, len(compression)
-_MESSAGE_FIXED = struct.Struct("<HIQQ")  # channel id, sequence, log_time, publish_time
+_MESSAGE_FIXED_SIZE = 2 + 4 + 8 + 8  # channel id, sequence, log_time, publish_time
 _FOOTER_TAIL = 1 + 8 + 20 + len(MCAP_MAGIC)  # footer record + trailing magic
 _DATA_END_SIZE = 1 + 8 + 4
 _SUFFIX = ".active"
@@ -90,147 +94,72 @@ class RecoveryResult:
 
 
 # ---------------------------------------------------------------------------- record parsing
+#
+# The file is walked record by record here (opcode + length framing: that is what finds the
+# crash point), but every record *body* is decoded by the official ``mcap.records`` readers
+# and chunks by ``mcap.stream_reader.breakup_chunk``.
 
 
 class _Corrupt(Exception):
     """A record body does not parse (internal)."""
 
 
-class _Cursor:
-    """Reads MCAP primitive fields from a buffer; raises _Corrupt past the end."""
+# What the mcap readers raise on a short or malformed body: EndOfFile at the end of the data,
+# struct.error for a short fixed field, UnicodeDecodeError for a bad string, ValueError
+# (CRCValidationError) for a chunk CRC mismatch, ZstdError / RuntimeError (lz4) from the
+# decompressors.
+_PARSE_ERRORS = (
+    McapError,
+    struct.error,
+    UnicodeDecodeError,
+    ValueError,
+    RuntimeError,
+    zstandard.ZstdError,
+)
+_COMPRESSIONS = frozenset({"", "zstd", "lz4"})
 
-    __slots__ = ("buf", "end", "pos")
-
-    def __init__(self, buf: memoryview, pos: int = 0, end: int | None = None) -> None:
-        self.buf = buf
-        self.pos = pos
-        self.end = len(buf) if end is None else end
-
-    def _take(self, n: int) -> int:
-        start = self.pos
-        if n < 0 or start + n > self.end:
-            raise _Corrupt
-        self.pos = start + n
-        return start
-
-    def u16(self) -> int:
-        return _U16.unpack_from(self.buf, self._take(2))[0]
-
-    def u32(self) -> int:
-        return _U32.unpack_from(self.buf, self._take(4))[0]
-
-    def u64(self) -> int:
-        return _U64.unpack_from(self.buf, self._take(8))[0]
-
-    def raw(self, n: int) -> memoryview:
-        start = self._take(n)
-        return self.buf[start : start + n]
-
-    def string(self) -> str:
-        try:
-            return str(self.raw(self.u32()), "utf-8")
-        except UnicodeDecodeError as exc:
-            raise _Corrupt from exc
-
-    def string_map(self) -> dict[str, str]:
-        length = self.u32()
-        stop = self.pos + length
-        if stop > self.end:
-            raise _Corrupt
-        values: dict[str, str] = {}
-        while self.pos < stop:
-            key = self.string()
-            values[key] = self.string()
-        if self.pos != stop:
-            raise _Corrupt
-        return values
+_Parsed = TypeVar("_Parsed")
 
 
-@dataclass
-class _Schema:
-    id: int
-    name: str
-    encoding: str
-    data: bytes
-
-
-@dataclass
-class _Channel:
-    id: int
-    schema_id: int
-    topic: str
-    message_encoding: str
-    metadata: dict[str, str]
-
-
-def _parse_schema(body: memoryview) -> _Schema:
-    c = _Cursor(body)
-    schema_id = c.u16()
-    name = c.string()
-    encoding = c.string()
-    data = bytes(c.raw(c.u32()))
-    return _Schema(schema_id, name, encoding, data)
-
-
-def _parse_channel(body: memoryview) -> _Channel:
-    c = _Cursor(body)
-    channel_id = c.u16()
-    schema_id = c.u16()
-    topic = c.string()
-    encoding = c.string()
-    return _Channel(channel_id, schema_id, topic, encoding, c.string_map())
-
-
-def _decompress(compression: str, data: memoryview, size: int) -> memoryview:
-    if compression == "":
-        return data
+def _parse(read: Callable[[ReadDataStream], _Parsed], body: bytes) -> _Parsed:
+    """Decode one whole record body with an ``mcap.records`` reader; it must use every byte."""
+    stream = ReadDataStream(io.BytesIO(body))
     try:
-        if compression == "zstd":
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
-        elif compression == "lz4":
-            out = lz4.frame.decompress(data)
-        else:
-            raise _Corrupt
-    except (zstandard.ZstdError, RuntimeError, ValueError) as exc:
+        record = read(stream)
+    except _PARSE_ERRORS as exc:
         raise _Corrupt from exc
-    return memoryview(out)
-
-
-_Item = tuple[int, Any]  # (opcode, parsed record or message tuple)
-
-
-def _parse_chunk(body: memoryview) -> list[_Item]:
-    """Decode a complete Chunk record body into its records; _Corrupt if anything is off."""
-    c = _Cursor(body)
-    _start, _end, size, crc, name_len = _CHUNK_FIXED.unpack_from(body, c._take(_CHUNK_FIXED.size))
-    try:
-        compression = str(c.raw(name_len), "utf-8")
-    except UnicodeDecodeError as exc:
-        raise _Corrupt from exc
-    records = _decompress(compression, c.raw(c.u64()), size)
-    if len(records) != size or (crc != 0 and zlib.crc32(records) != crc):
+    if stream.count != len(body):
         raise _Corrupt
-    items: list[_Item] = []
-    pos = 0
-    while pos < size:
-        if pos + 9 > size:
-            raise _Corrupt
-        opcode, length = _RECORD_HEADER.unpack_from(records, pos)
-        pos += 9
-        if pos + length > size:
-            raise _Corrupt
-        inner = records[pos : pos + length]
-        if opcode == Opcode.MESSAGE:
-            if length < _MESSAGE_FIXED.size:
-                raise _Corrupt
-            items.append((opcode, (*_MESSAGE_FIXED.unpack_from(inner), inner[22:])))
-        elif opcode == Opcode.SCHEMA:
-            items.append((opcode, _parse_schema(inner)))
-        elif opcode == Opcode.CHANNEL:
-            items.append((opcode, _parse_channel(inner)))
-        # Anything else inside a chunk is not allowed by the spec; ignore it.
-        pos += length
-    return items
+    return record
+
+
+def _parse_chunk(body: bytes) -> list[McapRecord]:
+    """Decode a complete Chunk record body into its records; _Corrupt if anything is off."""
+    chunk = _parse(Chunk.read, body)
+    if chunk.compression not in _COMPRESSIONS:
+        raise _Corrupt  # breakup_chunk would take unknown compressions for raw bytes
+    try:
+        # validate_crc: a chunk whose content does not match its CRC is dropped whole.
+        records = breakup_chunk(chunk, validate_crc=True)
+    except _PARSE_ERRORS as exc:
+        raise _Corrupt from exc
+    # Anything but Schema/Channel/Message inside a chunk is not allowed by the spec;
+    # breakup_chunk skips it.
+    return records
+
+
+def _parse_attachment(body: bytes) -> Attachment:
+    attachment = _parse(Attachment.read, body)  # reads, but does not check, the CRC
+    crc = _U32.unpack_from(body, len(body) - 4)[0]
+    if crc != 0 and zlib.crc32(memoryview(body)[:-4]) != crc:
+        raise _Corrupt
+    return attachment
+
+
+def _parse_message(body: bytes) -> Message:
+    if len(body) < _MESSAGE_FIXED_SIZE:
+        raise _Corrupt
+    return _parse(lambda stream: Message.read(stream, len(body)), body)
 
 
 # ---------------------------------------------------------------------------- rebuilding
@@ -241,22 +170,22 @@ class _Rebuilder:
 
     def __init__(self, writer: McapWriter) -> None:
         self.writer = writer
-        self.schemas: dict[int, _Schema] = {}
+        self.schemas: dict[int, Schema] = {}
         self.schema_map: dict[int, int] = {}
         self.channel_map: dict[int, int] = {}
-        self.channels: dict[int, _Channel] = {}
+        self.channels: dict[int, Channel] = {}
         self.topics: dict[str, tuple[str, str, dict[str, str]]] = {}
         self.metadata: dict[str, dict[str, str]] = {}
         self.topic_of: dict[int, str] = {}  # new channel id -> topic
         self.skipped = 0
 
-    def schema(self, s: _Schema) -> None:
+    def schema(self, s: Schema) -> None:
         if s.id == 0 or s.id in self.schemas:
             return
         self.schemas[s.id] = s
         self.schema_map[s.id] = self.writer.register_schema(s.name, s.encoding, s.data)
 
-    def channel(self, ch: _Channel) -> None:
+    def channel(self, ch: Channel) -> None:
         if ch.id in self.channels:
             return
         self.channels[ch.id] = ch
@@ -270,31 +199,30 @@ class _Rebuilder:
         self.channel_map[ch.id] = new_id
         self.topic_of[new_id] = ch.topic
 
-    def metadata_record(self, name: str, values: dict[str, str]) -> None:
-        self.metadata[name] = values
-        self.writer.add_metadata(name, values)
+    def metadata_record(self, record: Metadata) -> None:
+        self.metadata[record.name] = record.metadata
+        self.writer.add_metadata(record.name, record.metadata)
 
-    def attachment(self, args: tuple[str, bytes, str, int, int]) -> None:
-        name, data, media_type, log_time, create_time = args
+    def attachment(self, a: Attachment) -> None:
         self.writer.add_attachment(
-            name, data, media_type=media_type, log_time=log_time, create_time=create_time
+            a.name, a.data, media_type=a.media_type, log_time=a.log_time, create_time=a.create_time
         )
 
-    def messages(self, items: list[_Item]) -> None:
+    def records(self, records: list[McapRecord]) -> None:
+        """Messages, schemas and channels, in file order (the contents of a chunk)."""
         add = self.writer.add_message
         channel_map = self.channel_map
-        for opcode, item in items:
-            if opcode == Opcode.MESSAGE:
-                old_id, sequence, log_time, publish_time, data = item
-                new_id = channel_map.get(old_id)
+        for record in records:
+            if type(record) is Message:
+                new_id = channel_map.get(record.channel_id)
                 if new_id is None:
                     self.skipped += 1
                     continue
-                add(new_id, log_time, publish_time, data, sequence)
-            elif opcode == Opcode.SCHEMA:
-                self.schema(item)
-            elif opcode == Opcode.CHANNEL:
-                self.channel(item)
+                add(new_id, record.log_time, record.publish_time, record.data, record.sequence)
+            elif type(record) is Schema:
+                self.schema(record)
+            elif type(record) is Channel:
+                self.channel(record)
 
 
 def _guess_compression(f: IO[bytes], offset: int, size: int) -> str:
@@ -324,20 +252,6 @@ def _guess_compression(f: IO[bytes], offset: int, size: int) -> str:
         offset += 9 + length
         f.seek(offset)
     return "" if seen_chunk else "zstd"
-
-
-def _parse_attachment(body: memoryview) -> tuple[str, bytes, str, int, int]:
-    c = _Cursor(body)
-    log_time = c.u64()
-    create_time = c.u64()
-    name = c.string()
-    media_type = c.string()
-    data = bytes(c.raw(c.u64()))
-    crc_end = c.pos
-    crc = c.u32()
-    if crc != 0 and zlib.crc32(body[:crc_end]) != crc:
-        raise _Corrupt
-    return name, data, media_type, log_time, create_time
 
 
 def _fsync_dir(path: Path) -> None:
@@ -475,12 +389,10 @@ def _read_header(f: IO[bytes], src: Path, size: int) -> tuple[str, str, int]:
     if length > size - len(MCAP_MAGIC) - 9:
         raise RecoveryError(f"{src}: truncated inside the MCAP Header record")
     try:
-        c = _Cursor(memoryview(f.read(length)))
-        profile = c.string()
-        library = c.string()
+        header = _parse(Header.read, f.read(length))
     except _Corrupt as exc:
         raise RecoveryError(f"{src}: corrupt MCAP Header record") from exc
-    return profile, library, len(MCAP_MAGIC) + 9 + length
+    return header.profile, header.library, len(MCAP_MAGIC) + 9 + length
 
 
 def recover_mcap(
@@ -605,28 +517,23 @@ def _scan(
             f.seek(length, os.SEEK_CUR)  # unknown or index records: skip (spec: ignore)
             offset += record_size
             continue
-        body = memoryview(f.read(length))
+        body = f.read(length)
         offset += record_size
         try:
             if opcode == Opcode.CHUNK:
-                rebuild.messages(_parse_chunk(body))
+                rebuild.records(_parse_chunk(body))
                 result.chunks_recovered += 1
             elif opcode == Opcode.MESSAGE:
-                if length < _MESSAGE_FIXED.size:
-                    raise _Corrupt
-                item = (*_MESSAGE_FIXED.unpack_from(body), body[22:])
-                rebuild.messages([(opcode, item)])
+                rebuild.records([_parse_message(body)])
             elif opcode == Opcode.SCHEMA:
-                rebuild.schema(_parse_schema(body))
+                rebuild.schema(_parse(Schema.read, body))
             elif opcode == Opcode.CHANNEL:
-                rebuild.channel(_parse_channel(body))
+                rebuild.channel(_parse(Channel.read, body))
             elif opcode == Opcode.METADATA:
-                c = _Cursor(body)
-                name = c.string()
-                rebuild.metadata_record(name, c.string_map())
+                rebuild.metadata_record(_parse(Metadata.read, body))
             elif opcode == Opcode.ATTACHMENT:
                 rebuild.attachment(_parse_attachment(body))
-        except (_Corrupt, struct.error):
+        except _Corrupt:
             # A complete record whose content is damaged: drop it, keep going (its length
             # field was plausible, so the next record is probably intact).
             if opcode == Opcode.CHUNK:
