@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import botocore.auth
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
@@ -57,6 +58,24 @@ for _name in ("botocore", "boto3", "s3transfer", "urllib3"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 log = logging.getLogger(__name__)
+
+
+class _UnsignedPayloadSigV4(botocore.auth.S3SigV4Auth):
+    """SigV4 with ``UNSIGNED-PAYLOAD`` over http as well as https.
+
+    botocore SHA-256-signs every body sent over plain http whatever
+    ``payload_signing_enabled`` says: a second SHA-256 pass over every byte, on top
+    of ours, costing as much CPU as the upload itself on a 2-core robot. Bodies are
+    checked anyway: Content-MD5 per part, or the whole-file ETag after completion.
+    Headers and the request line stay signed.
+    """
+
+    def _should_sha256_sign_payload(self, request: Any) -> bool:
+        return False
+
+
+_SIGNER = "s3v4-xsq-unsigned-payload"
+botocore.auth.AUTH_TYPE_MAPS.setdefault(_SIGNER, _UnsignedPayloadSigV4)
 
 # Codes after which retrying with the same settings cannot succeed.
 _PERMANENT = {
@@ -153,7 +172,7 @@ class S3Backend:
         if config.verify_tls and config.ca_bundle is not None:
             verify = str(config.ca_bundle)
         client_config = Config(
-            signature_version="s3v4",
+            signature_version=_SIGNER,
             s3={"addressing_style": config.addressing_style, "payload_signing_enabled": False},
             # Short botocore retries absorb blips; the uploader's own backoff handles outages.
             retries={"mode": "standard", "max_attempts": 3},
