@@ -311,3 +311,44 @@ def test_sim_sigterm_clean_exit():
     }
     assert stats["published"]["/joint_states"] > 10
     assert 0.3 < stats["duration_s"] < 5
+
+
+# ------------------------------------------------- sim session through the recorder
+
+
+def _record_sim(procs, env, out: Path, *sim_args: str):
+    """A short real session: `xsq record -a`, then the light sim (waiting for the recorder's
+    subscriptions), then stop; returns the report's skew verdicts per camera."""
+    from xsquare_logger.tools.report import Thresholds, analyze, evaluate, scan_session
+    from xsquare_logger.tools.tasks import load_session
+
+    rec = procs(["-m", "xsquare_logger.cli.main", "record", "-a", "-o", str(out)], env,
+                "recorder")
+    sim = procs(["-m", "xsquare_logger.ros.sim_node", "--profile", "light", "--duration", "3",
+                 "--wait-subscribers", "30", *sim_args], env, "sim")
+    assert sim.wait(90) == 0, sim.stderr()
+    assert rec.stop() == 0, rec.stderr()
+    numbers = analyze(scan_session(load_session(out)))
+    checks = evaluate(numbers, Thresholds())["checks"]
+    return numbers["skew_ms"], {c["subject"]: c for c in checks if c["check"] == "camera_skew"}
+
+
+@pytest.mark.ros
+def test_default_sim_cameras_are_synced_and_pass_the_skew_check(procs, env, tmp_path):
+    skew, verdicts = _record_sim(procs, env, tmp_path / "synced")
+    assert set(verdicts) == {"left_wrist", "right_wrist"}
+    assert all(v["ok"] for v in verdicts.values()), (skew, verdicts)
+    assert skew["frame_period_ms"] == pytest.approx(1000 / 15, rel=0.05)
+
+
+@pytest.mark.ros
+def test_staggered_sim_cameras_fail_the_skew_check(procs, env, tmp_path):
+    skew, verdicts = _record_sim(procs, env, tmp_path / "staggered", "--camera-sync",
+                                 "staggered")
+    # Ticks 1/3 of a period apart: every other camera is a third of a frame off.
+    assert set(verdicts) == {"left_wrist", "right_wrist"}
+    assert not any(v["ok"] for v in verdicts.values()), (skew, verdicts)
+    for camera in verdicts:
+        assert skew["cameras"][camera]["p50"] / skew["frame_period_ms"] == pytest.approx(
+            1 / 3, abs=0.05
+        )

@@ -605,20 +605,30 @@ def test_report_verdicts(report: dict[str, Any]) -> None:
     assert ("gap", "/joint_states") in failed
     assert ("loss", "/joint_states") in failed
     assert ("camera_joint_skew", "head") in failed  # frames during the joint gap
-    assert not {k for k in failed if k[0] in ("camera_rate", "camera_skew", "latency")}
+    # The injected 15 ms camera skew is 0.45 of a 30 Hz frame: over the default 0.25.
+    assert ("camera_skew", "left_wrist") in failed
+    assert not {k for k in failed if k[0] in ("camera_rate", "latency")
+                or k == ("camera_skew", "right_wrist")}
+    assert report["skew_ms"]["frame_period_ms"] == pytest.approx(1000 / 30, abs=1e-3)
 
-    strict = evaluate(report, Thresholds(max_skew_ms=10))
+    strict = evaluate(report, Thresholds(max_skew_frames=0.4))
     skew_checks = {c["subject"]: c for c in strict["checks"] if c["check"] == "camera_skew"}
     assert not skew_checks["left_wrist"]["ok"]
     assert skew_checks["left_wrist"]["value"] == pytest.approx(15.0, abs=1e-3)
+    assert skew_checks["left_wrist"]["limit"] == pytest.approx(0.4 * 1000 / 30, abs=1e-3)
     assert skew_checks["right_wrist"]["ok"]
-    assert any("left_wrist" in r and "15.0 ms > 10.0 ms" in r for r in strict["reasons"])
+    assert any("left_wrist" in r and "15.0 ms (0.45 frames) > 0.4 frames" in r
+               for r in strict["reasons"])
+    joint = evaluate(report, Thresholds(max_skew_ms=1))  # camera vs joints: absolute ms
+    assert not {c["subject"] for c in joint["checks"]
+                if c["check"] == "camera_joint_skew" and c["ok"]}
 
     slow = evaluate(report, Thresholds(camera_min_hz=31))
     assert {c["subject"] for c in slow["checks"] if c["check"] == "camera_rate"
             and not c["ok"]} == {f"/camera/{c}/image_raw" for c in CAMERAS}
 
-    lenient = Thresholds(max_skew_ms=400, max_gap_s=1.0, max_loss_fraction=0.1)
+    lenient = Thresholds(max_skew_ms=400, max_skew_frames=0.5, max_gap_s=1.0,
+                         max_loss_fraction=0.1)
     assert evaluate(report, lenient)["verdict"] == "PASS"
 
 
@@ -636,7 +646,8 @@ def test_xsq_report_files_and_exit_codes(session: Path, tmp_path: Path,
     page = (out / "report.html").read_text()
     assert "FAIL" in page and 'src="skew.png"' in page
 
-    passing = ["--max-skew-ms", "400", "--max-gap-s", "1", "--max-loss-fraction", "0.1"]
+    passing = ["--max-skew-ms", "400", "--max-skew-frames", "0.5", "--max-gap-s", "1",
+               "--max-loss-fraction", "0.1"]
     assert run_cli("report", str(session), "-o", str(out), "--json", *passing) == 0
     assert json.loads(capsys.readouterr().out)["verdict"] == "PASS"
     assert run_cli("report", str(session), "--max-skew-ms", "-1") == 1
@@ -670,7 +681,7 @@ def test_report_judges_compressed_cameras(tmp_path: Path) -> None:
     assert topics["/camera/head/image_raw/compressed"]["latency_ms"]["p50"] == pytest.approx(12)
     assert topics["/camera/left_wrist/image_raw/h264"]["latency_ms"]["p50"] == pytest.approx(24)
     assert numbers["skew_ms"]["cameras"]["left_wrist"]["median_signed"] == pytest.approx(15.0)
-    assert evaluate(numbers, Thresholds())["verdict"] == "PASS"
+    assert evaluate(numbers, Thresholds(max_skew_frames=0.5))["verdict"] == "PASS"
 
 
 def test_report_scan_memory_is_bounded(session: Path) -> None:

@@ -70,7 +70,11 @@ def add_parsers(sub: _SubParsers) -> None:
     p.add_argument("--json", action="store_true",
                    help="print report.json on stdout instead of the summary")
     p.add_argument("--camera-min-hz", type=float, help="camera mean rate floor (default 28)")
-    p.add_argument("--max-skew-ms", type=float, help="p99 skew limit in ms (default 20)")
+    p.add_argument("--max-skew-ms", type=float,
+                   help="camera vs /joint_states p99 skew limit in ms (default 20)")
+    p.add_argument("--max-skew-frames", type=float,
+                   help="camera vs reference camera p99 skew limit in frame periods "
+                   "(default 0.25)")
     p.add_argument("--max-latency-ms", type=float, help="p99 latency limit in ms (default 50)")
     p.add_argument("--max-gap-s", type=float, help="longest allowed gap in s (default 0.5)")
     p.add_argument("--max-loss-fraction", type=float,
@@ -129,7 +133,8 @@ def _thresholds(args: argparse.Namespace) -> Any:
 
     overrides = {
         key: getattr(args, key)
-        for key in ("camera_min_hz", "max_skew_ms", "max_latency_ms", "max_gap_s",
+        for key in ("camera_min_hz", "max_skew_ms", "max_skew_frames", "max_latency_ms",
+                    "max_gap_s",
                     "max_loss_fraction")
         if getattr(args, key) is not None
     }

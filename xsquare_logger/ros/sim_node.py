@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -54,6 +55,9 @@ from rclpy.signals import SignalHandlerOptions
 
 from xsquare_logger.sim.frames import PayloadBank, StampedRing, message_class
 from xsquare_logger.sim.profiles import (
+    CAMERA_SYNC_JITTER_S,
+    CAMERA_SYNC_MODES,
+    CAMERA_SYNCED,
     QOS_RELIABLE,
     Profile,
     get_profile,
@@ -160,6 +164,7 @@ class _Group:
         "skipped",
         "tick",
         "topics",
+        "trigger_jitter_ns",
     )
 
     def __init__(self, period_ns: int, phase: float):
@@ -172,6 +177,9 @@ class _Group:
         self.count = 0
         self.skipped = 0
         self.max_late_ns = 0
+        # Cameras: exposure jitter, ns (sd); cameras due on the same tick (hardware-synced)
+        # share one trigger stamp. None: not a camera, stamped when published.
+        self.trigger_jitter_ns: float | None = None
 
 
 class SimNode(Node):
@@ -201,6 +209,8 @@ class SimNode(Node):
             if g is None:
                 g = by_key[spec.group_key] = _Group(round(_NS / spec.rate_hz), spec.phase)
                 self._groups.append(g)
+            if getattr(spec, "camera", None) is not None:
+                g.trigger_jitter_ns = CAMERA_SYNC_JITTER_S * _NS
             pub = self.create_publisher(
                 message_class(spec.type_name), spec.topic, qos_for(spec.qos)
             )
@@ -273,6 +283,8 @@ class SimNode(Node):
         wall = time.time_ns
         sleep = time.sleep
         t0 = mono()
+        rng = random.Random(7)
+        trigger_due, trigger_stamp = -1, 0  # the last camera tick and its stamp
         self._t0_ns = t0
         for g in groups:
             g.next_due = t0 + int(g.phase * g.period_ns)
@@ -307,7 +319,16 @@ class SimNode(Node):
                     g.skipped += missed
                     g.tick += missed
                     due += missed * g.period_ns
-                stamp = wall()
+                if g.trigger_jitter_ns is None:
+                    stamp = wall()
+                else:
+                    # Cameras on one tick (hardware-synced) share its trigger stamp, each
+                    # off by its own small exposure jitter; publishing the frames one after
+                    # another adds nothing to the stamps.
+                    if due != trigger_due:
+                        trigger_due, trigger_stamp = due, wall()
+                    jitter = abs(rng.gauss(0.0, g.trigger_jitter_ns))
+                    stamp = trigger_stamp - int(min(jitter, 0.4 * g.period_ns))
                 tick = g.tick
                 for publish, ring in g.items:
                     publish(ring.payload(tick, stamp))
@@ -361,6 +382,7 @@ def run_sim(
     wait_subscribers: float = 0.0,
     rt_priority: int = 0,
     on_ready: Any = None,
+    camera_sync: str = CAMERA_SYNCED,
 ) -> dict[str, Any]:
     """Publish ``profile`` for ``duration`` s (0: until ``stop_event`` is set).
 
@@ -369,9 +391,10 @@ def run_sim(
     ``wait_subscribers`` > 0: first wait up to that long for every topic to have
     a matched subscriber (so benchmarks compare published with recorded counts
     without discovery losses).  ``on_ready(node)``, if given, is called once
-    publishing has started.
+    publishing has started. ``camera_sync``: ``synced`` (hardware-synchronised cameras,
+    the default) or ``staggered`` (free-running, ticks spread over the frame period).
     """
-    prof = get_profile(profile).with_cameras(cameras)
+    prof = get_profile(profile).with_camera_sync(camera_sync).with_cameras(cameras)
     stop_event = stop_event if stop_event is not None else threading.Event()
     t_build = time.monotonic()
     bank = PayloadBank(prof)
@@ -450,6 +473,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--cameras", type=int, default=None, help="publish only the first N cameras")
     p.add_argument(
+        "--camera-sync",
+        choices=CAMERA_SYNC_MODES,
+        default=CAMERA_SYNCED,
+        help="synced: hardware-synchronised cameras, one shared tick (default); staggered: "
+        "free-running cameras, ticks spread over the frame period",
+    )
+    p.add_argument(
         "--stats", action="store_true", help="print one JSON line of per-topic counts at exit"
     )
     p.add_argument(
@@ -500,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             dds_tuning=args.dds_tuning,
             wait_subscribers=args.wait_subscribers,
             rt_priority=args.rt_priority,
+            camera_sync=args.camera_sync,
         )
     except ValueError as e:
         print(f"sim_node: {e}", file=sys.stderr)

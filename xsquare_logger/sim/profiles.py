@@ -23,6 +23,15 @@ QOS_SENSOR = "sensor"
 QOS_RELIABLE = "reliable"
 QOS_KINDS = (QOS_SENSOR, QOS_RELIABLE)
 
+# How the cameras are triggered. "synced" (default): hardware-synchronised, every camera
+# exposes on one shared tick, stamps within a fraction of a millisecond (see
+# CAMERA_SYNC_JITTER_S); "staggered": free-running cameras, ticks spread evenly over the
+# frame period (camera i of n at i/n of a period), the skew `xsq report` flags.
+CAMERA_SYNCED = "synced"
+CAMERA_STAGGERED = "staggered"
+CAMERA_SYNC_MODES = (CAMERA_SYNCED, CAMERA_STAGGERED)
+CAMERA_SYNC_JITTER_S = 0.0002  # sd of each frame's exposure time around the shared tick
+
 # Bytes per pixel of the encodings the simulator can render.
 ENCODING_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 
@@ -185,8 +194,13 @@ class Profile:
     name: str
     description: str
     streams: tuple[StreamSpec, ...] = field(default_factory=tuple)
+    camera_sync: str = CAMERA_SYNCED
 
     def __post_init__(self) -> None:
+        if self.camera_sync not in CAMERA_SYNC_MODES:
+            raise ValueError(
+                f"camera sync {self.camera_sync!r} not in {', '.join(CAMERA_SYNC_MODES)}"
+            )
         topics = [s.topic for s in self.streams]
         if len(set(topics)) != len(topics):
             raise ValueError(f"profile {self.name}: duplicate topics")
@@ -234,20 +248,28 @@ class Profile:
         if not 0 <= n <= len(cams):
             raise ValueError(f"cameras must be between 0 and {len(cams)}, got {n}")
         keep = cams[:n]
-        streams: list[StreamSpec] = []
-        for s in self.streams:
-            cam = getattr(s, "camera", None)
-            if cam is None:
-                streams.append(s)
-            elif cam in keep:
-                streams.append(replace(s, phase=_camera_phase(keep.index(cam), len(keep))))
-        return replace(self, streams=tuple(streams))
+        streams = [s for s in self.streams if getattr(s, "camera", None) in (None, *keep)]
+        return replace(self, streams=tuple(streams)).with_camera_sync(self.camera_sync)
+
+    def with_camera_sync(self, mode: str) -> Profile:
+        """The profile with its cameras ``synced`` (one shared tick) or ``staggered``."""
+        if mode not in CAMERA_SYNC_MODES:
+            raise ValueError(f"camera sync {mode!r} not in {', '.join(CAMERA_SYNC_MODES)}")
+        cams = self.cameras
+        streams = [
+            s if getattr(s, "camera", None) is None
+            else replace(s, phase=_camera_phase(cams.index(s.camera), len(cams), mode))  # type: ignore[attr-defined]
+            for s in self.streams
+        ]
+        return replace(self, streams=tuple(streams), camera_sync=mode)
 
 
-def _camera_phase(index: int, count: int) -> float:
-    # Cameras free-run, not hardware-synchronised: spread their ticks over the
-    # period so three 2.7 MB frames are not pushed in one burst.
-    return index / count if count else 0.0
+def _camera_phase(index: int, count: int, mode: str = CAMERA_SYNCED) -> float:
+    # Staggered: free-running cameras, ticks spread over the period (which also keeps
+    # three 2.7 MB frames from being pushed in one burst). Synced: one shared tick.
+    if mode == CAMERA_STAGGERED and count:
+        return index / count
+    return 0.0
 
 
 def _camera_streams(
@@ -268,7 +290,7 @@ def _camera_streams(
     d = (-0.041 + 0.003 * index, 0.012 - 0.001 * index, 0.0003, -0.0002, 0.0)
     frame_id = f"{name}_camera_optical_frame"
     group = f"camera/{name}"
-    phase = _camera_phase(index, count)
+    phase = _camera_phase(index, count, CAMERA_SYNCED)
     base = f"/camera/{name}"
     return [
         ImageStream(

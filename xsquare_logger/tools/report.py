@@ -94,11 +94,22 @@ class Thresholds(BaseModel):
     camera_min_hz: float = Field(
         28.0, ge=0, description="Mean rate each camera image stream must reach (Hz)."
     )
+    max_skew_frames: float = Field(
+        0.25,
+        gt=0,
+        le=0.5,
+        description="p99 of |header stamp difference| to the nearest frame of the reference "
+        "camera, per camera, in frame periods of the reference camera (its median stamp "
+        "interval): 0.25 = a quarter frame, 8.3 ms at 30 Hz. Relative because the nearest "
+        "frame is never more than half a period away: synced cameras sit near 0, "
+        "free-running ones anywhere up to 0.5.",
+    )
     max_skew_ms: float = Field(
         20.0,
         gt=0,
-        description="p99 of |header stamp difference| to the nearest frame of the reference "
-        "camera, and to the nearest /joint_states, per camera (ms).",
+        description="p99 of |header stamp difference| to the nearest /joint_states, per "
+        "camera (ms; absolute: how far a frame's stamp is from the robot state it is "
+        "paired with).",
     )
     max_latency_ms: float = Field(
         50.0, gt=0, description="p99 of receive time − header stamp, per stamped topic (ms)."
@@ -424,9 +435,13 @@ def analyze(scan: SessionScan, thresholds: Thresholds | None = None) -> dict[str
 
     cameras = camera_streams(scan.topics)
     reference = "head" if "head" in cameras else next(iter(cameras), None)
-    skew: dict[str, Any] = {"reference_camera": reference, "cameras": {}, "camera_joint": {}}
+    skew: dict[str, Any] = {"reference_camera": reference, "frame_period_ms": None,
+                            "cameras": {}, "camera_joint": {}}
     if reference is not None:
         ref = _valid_stamps(scan.topics[cameras[reference]])
+        if ref.size >= 2:
+            # The reference camera's frame period: what camera skew is judged against.
+            skew["frame_period_ms"] = round(float(np.median(np.diff(ref))) / _MS, 3)
         for camera, topic in cameras.items():
             if camera != reference:
                 skew["cameras"][camera] = _skew(ref, _valid_stamps(scan.topics[topic]))
@@ -484,12 +499,16 @@ def evaluate(numbers: dict[str, Any], thresholds: Thresholds) -> dict[str, Any]:
                f"{topic} ({camera}): mean rate {rate} Hz < {th.camera_min_hz} Hz")
     skew = numbers["skew_ms"]
     ref = skew["reference_camera"]
+    period = skew.get("frame_period_ms")
+    # Camera vs camera: a fraction of the reference camera's frame period (in ms here).
+    cam_limit = round(th.max_skew_frames * period, 3) if period else 0.0
     for camera, stats in skew["cameras"].items():
         value = stats["p99"] if stats else None
-        ok = value is not None and value <= th.max_skew_ms
-        _check(checks, "camera_skew", camera, value, th.max_skew_ms, ok,
+        ok = value is not None and bool(period) and value <= cam_limit
+        _check(checks, "camera_skew", camera, value, cam_limit, ok,
                f"camera {camera} vs {ref}: header stamp skew p99 {value} ms "
-               f"> {th.max_skew_ms} ms" if value is not None
+               f"({value / period:.2f} frames) > {th.max_skew_frames} frames "
+               f"({cam_limit} ms at {period} ms per frame)" if value is not None and period
                else f"camera {camera} vs {ref}: no stamps to compare")
     for camera, stats in skew["camera_joint"].items():
         value = stats["p99"] if stats else None
