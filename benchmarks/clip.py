@@ -121,6 +121,7 @@ def scan_copy(session_dir: Path, start_ns: int, end_ns: int, out_path: Path) -> 
                         continue
                     cid = channels.get(channel.id)
                     if cid is None:
+                        assert schema is not None  # every channel the recorder writes has one
                         sid = writer.register_schema(schema.name, schema.encoding, schema.data)
                         cid = channels[channel.id] = writer.register_channel(
                             channel.topic, channel.message_encoding, sid, dict(channel.metadata)
@@ -138,7 +139,7 @@ def run(
 ) -> dict[str, Any]:
     """Build, clip and scan-copy one session per length; return the timings (s) and ratios."""
     root = Path(tempfile.mkdtemp(prefix="xsq-bench-clip-", dir=workdir))
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         for length in lengths_s:
             session = root / f"bench_{int(length)}s"

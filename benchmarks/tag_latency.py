@@ -9,6 +9,7 @@ event to the MCAP writer (it reaches the disk at the next flush, <= flush_interv
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 import threading
@@ -97,7 +98,7 @@ def run(n: int = 1000) -> dict[str, Any]:
             event_id = client.mark(f"m{i}")["event_id"]
             t1 = time.perf_counter_ns()
             with done:
-                done.wait_for(lambda eid=event_id: eid in written, timeout=5.0)
+                done.wait_for(functools.partial(written.__contains__, event_id), timeout=5.0)
             rtt.append((t1 - t0) / 1e6)
             tag.append((written[event_id] - t0) / 1e6)
         client.end_task("success")

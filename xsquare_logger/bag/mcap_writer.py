@@ -427,9 +427,10 @@ class McapWriter:
         self._chunk_messages += 1
 
         if self._message_count:
-            if log_time < self._start_time:  # type: ignore[operator]
+            # _start_time/_end_time are ints once _message_count > 0 (set by the first message).
+            if log_time < self._start_time:  # type: ignore[operator]  # int here, see above
                 self._start_time = log_time
-            elif log_time > self._end_time:  # type: ignore[operator]
+            elif log_time > self._end_time:  # type: ignore[operator]  # int here, see above
                 self._end_time = log_time
         else:
             self._start_time = self._end_time = log_time

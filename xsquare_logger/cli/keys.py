@@ -12,7 +12,7 @@ from xsquare_logger.link.keys import KeyStore, KeyStoreError
 
 __all__ = ["add_parser", "run"]
 
-_SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+_SubParsers = argparse._SubParsersAction
 
 
 def add_parser(sub: _SubParsers) -> None:

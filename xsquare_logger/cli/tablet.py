@@ -36,7 +36,7 @@ from xsquare_logger.tablet.console.server import (
 
 __all__ = ["add_parser", "format_status", "run"]
 
-_SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+_SubParsers = argparse._SubParsersAction
 
 # Silence on the status socket for this long is worth telling the user about.
 _FOLLOW_QUIET_S = 5.0
@@ -112,7 +112,7 @@ def _key_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "--robot-key FILE and --tablet-key FILE are required "
             f"(or ${ROBOT_KEY_ENV} and ${TABLET_KEY_ENV}), unless --insecure"
         )
-    return keys_from_files(args.robot_key, args.tablet_key)
+    return dict(keys_from_files(args.robot_key, args.tablet_key))
 
 
 class _Usage(Exception):
@@ -339,7 +339,7 @@ def run_console_command(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             return fail(str(exc))
         tasks, command_ep, status_ep = list(cfg.tasks), cfg.command_endpoint, cfg.status_endpoint
-    keys: dict[str, bytes] = {}
+    keys: dict[str, Any] = {}
     if args.insecure:
         print(
             "xsq tablet console: WARNING: --insecure: commands travel unauthenticated "
@@ -353,7 +353,7 @@ def run_console_command(args: argparse.Namespace) -> int:
         )
     else:
         try:
-            keys = keys_from_files(args.robot_key, args.tablet_key)
+            keys = dict(keys_from_files(args.robot_key, args.tablet_key))
         except KeyStoreError as exc:
             return fail(f"KEYS: {exc}")
     try:

@@ -35,7 +35,7 @@ from xsquare_logger.upload.queue import (
 
 __all__ = ["add_parser", "main", "run"]
 
-_SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+_SubParsers = argparse._SubParsersAction
 
 
 def add_parser(sub: _SubParsers) -> None:
@@ -321,7 +321,7 @@ class _Bar:
 
     def update(self, task: int, done: int) -> None:
         if self._progress is not None:
-            self._progress.update(task, completed=done)  # type: ignore[arg-type]
+            self._progress.update(task, completed=done)
 
     def print(self, line: str) -> None:
         if self._progress is not None:

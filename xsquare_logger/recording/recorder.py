@@ -13,7 +13,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,7 +60,8 @@ _EVENT = -1  # queue index of an internal tablet event
 # What a full or failing disk raises from the session writer.
 _WRITE_ERRORS = (OSError, McapWriterError)
 
-RawCallback = Callable[[bytes, dict[str, Any]], None]
+# The info is rclpy's MessageInfo (a TypedDict): typed as a read-only mapping so it fits.
+RawCallback = Callable[[bytes, Mapping[str, Any]], None]
 
 
 def make_session_id(robot_id: str, now: datetime | None = None) -> str:
@@ -129,7 +130,6 @@ class Recorder:
     (finalizes) the session on exit; an exception in the block stops it with
     reason ``error: <type>``. Misuse raises :class:`RecorderError`.
 
-
     ``status_encoder`` turns a :class:`StatusSnapshot` into serialized
     ``SessionStatus`` CDR so status is recorded in the bag itself;
     ``on_status`` lets the node publish it; ``on_auto_stop`` is told when the
@@ -168,7 +168,7 @@ class Recorder:
             visit=visit,
         )
         self.writer = session_writer_factory(session_dir, manifest, self.rcfg)
-        self.queue: ByteBoundedQueue[tuple[int, bytes, dict[str, Any]]] = ByteBoundedQueue(
+        self.queue: ByteBoundedQueue[tuple[int, bytes, Mapping[str, Any]]] = ByteBoundedQueue(
             self.rcfg.queue_max_bytes
         )
         # Camera compression (JPEG/H.264) on worker threads; None when every camera is raw.
@@ -252,7 +252,7 @@ class Recorder:
         assert self.stage is not None
         submit = self.stage.submit
 
-        def callback(msg: bytes, info: dict[str, Any]) -> None:
+        def callback(msg: bytes, info: Mapping[str, Any]) -> None:
             stats.received += 1
             if not self._accepting:
                 return
@@ -297,7 +297,7 @@ class Recorder:
         put = self.queue.put
         observe = self._seq[index].observe
 
-        def callback(msg: bytes, info: dict[str, Any]) -> None:
+        def callback(msg: bytes, info: Mapping[str, Any]) -> None:
             stats.received += 1
             if not self._accepting:
                 return
@@ -367,7 +367,7 @@ class Recorder:
         return self._thread.is_alive()
 
     # -- writer thread ----------------------------------------------------------------------
-    def _process(self, batch: list[tuple[int, bytes, dict[str, Any]]]) -> None:
+    def _process(self, batch: list[tuple[int, bytes, Mapping[str, Any]]]) -> None:
         write = self.writer.write
         for index, msg, info in batch:
             if index == _EVENT:

@@ -97,6 +97,10 @@ class TaskEntry(_Model):
     event_ids: list[str] = Field(default_factory=list)
 
 
+def _pending_upload() -> dict[str, object]:
+    return {"state": "pending"}
+
+
 class SessionManifest(_Model):
     format: str = FORMAT
     session_id: str
@@ -115,7 +119,7 @@ class SessionManifest(_Model):
     # The four loss kinds and "lost" of LossCounters.total(topics), and "total" (= "lost").
     drops: dict[str, int] = Field(default_factory=dict)
     files: list[FileEntry] = Field(default_factory=list)
-    upload: dict[str, object] = Field(default_factory=lambda: {"state": "pending"})
+    upload: dict[str, object] = Field(default_factory=_pending_upload)
 
 
 def write_manifest(directory: Path, manifest: SessionManifest) -> Path:

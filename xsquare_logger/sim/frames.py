@@ -53,7 +53,7 @@ def split_stamp(stamp_ns: int) -> tuple[int, int]:
     return stamp_ns // _NS, stamp_ns % _NS
 
 
-def message_class(type_name: str) -> type:
+def message_class(type_name: str) -> type[Any]:
     """The Python class of a ROS type name such as ``sensor_msgs/msg/Image``."""
     parts = type_name.split("/")
     if len(parts) != 3:

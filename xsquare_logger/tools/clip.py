@@ -495,5 +495,5 @@ def _finish(
 
 def _int(value: object) -> int:
     with contextlib.suppress(TypeError, ValueError):
-        return int(value)  # type: ignore[call-overload, no-any-return]
+        return int(value)  # type: ignore[call-overload]  # any JSON value; the bad ones raise
     return -1

@@ -99,6 +99,7 @@ class ThrottledBody(io.RawIOBase):
         self._pos += n
         return out
 
+    # Ignore [override]: typeshed's RawIOBase takes any writable buffer; callers pass these.
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         chunk = self.read(len(buffer))
         buffer[: len(chunk)] = chunk

@@ -135,8 +135,9 @@ class FileTransfer:
 
         def done(fut: Future[None]) -> None:
             self._slots.release()
-            if fut.exception() is not None:
-                errors.append(fut.exception())  # type: ignore[arg-type]
+            exc = fut.exception()
+            if exc is not None:
+                errors.append(exc)
 
         changed: LocalFileChanged | None = None
         with open(path, "rb") as fh:

@@ -396,7 +396,7 @@ class Uploader:
                 except SessionNotReady as exc:
                     log.warning("retry of %s: %s", session_id, exc)
             self.queue.requeue(session_id)
-        return self.queue.session(session_id)  # type: ignore[return-value]
+        return self.queue.session(session_id)  # type: ignore[return-value]  # requeued: exists
 
     # -- one session ------------------------------------------------------------------------
     def _key(self, row: SessionRow, name: str) -> str:

@@ -45,7 +45,9 @@ class VerificationFailed(XsqError):
 
 def is_md5_etag(etag: str | None) -> bool:
     """True for ``<md5 hex>`` and ``<md5 hex>-N`` ETags (not for SSE-KMS/SSE-C ones)."""
-    return bool(etag) and _MD5_ETAG.match(etag.lower()) is not None  # type: ignore[union-attr]
+    if not etag:
+        return False
+    return _MD5_ETAG.match(etag.lower()) is not None
 
 
 def multipart_etag(part_md5_hex: list[str]) -> str:

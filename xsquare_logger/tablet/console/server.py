@@ -431,6 +431,8 @@ class ConsoleServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if isinstance(host, bytes):  # typeshed allows bytes (AF_UNIX); ours is AF_INET*
+            host = host.decode()
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
         if ":" in str(host):
