@@ -4,6 +4,7 @@
 #   make setup   create/refresh .venv, build msg/, install the project (editable)
 #   make test    run the test suite            make lint   ruff check
 #   make demo    run `xsq demo`                make bench  run the benchmarks
+#   make smoke   plain `pip install .` into a fresh venv, then xsq run/record/info from it
 #   make clean   remove build artefacts        make distclean   also remove .venv
 
 SHELL := /bin/bash
@@ -36,10 +37,10 @@ MSG_SRCS := $(shell find msg -type f -not -path 'msg/build/*' 2>/dev/null)
 SETUP_DEPS := requirements.txt constraints.txt setup.py setup.cfg pyproject.toml package.xml \
 	resource/xsquare_logger scripts/build_msgs.sh $(MSG_SRCS)
 
-.PHONY: help setup test lint format demo bench constraints clean distclean
+.PHONY: help setup test lint format demo bench constraints smoke clean distclean
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,9p' Makefile
 
 setup: $(STAMP)
 
@@ -50,14 +51,11 @@ $(STAMP): $(SETUP_DEPS)
 		"$(PYTHON)" -m venv "$(VENV)"; \
 	fi
 	@$(PIP) install -q --progress-bar off "pip==$(PIP_VERSION)" $(PIP_FILTER)
-	@echo "setup: installing pinned requirements (constraints.txt)"
+	@echo "setup: installing xsquare_logger (editable) with its dependencies and the dev tools, pinned"
 	@echo "$(PIP) install -q -c constraints.txt -r requirements.txt"
 	@$(PIP) install -q --progress-bar off -c constraints.txt -r requirements.txt $(PIP_FILTER)
 	@echo "setup: building the xsquare_logger_msgs interfaces"
 	scripts/build_msgs.sh "$(VENV)"
-	@echo "setup: installing xsquare_logger (editable)"
-	@echo "$(PIP) install -q --no-deps -e ."
-	@$(PIP) install -q --progress-bar off --no-deps -e . $(PIP_FILTER)
 	@# pip's editable install skips data_files: expose package.xml, launch/ and config/
 	@# in the venv's ament index by symlinks, so get_package_share_directory works
 	@# (with AMENT_PREFIX_PATH=$(VENV)) and edits need no reinstall.
@@ -88,11 +86,17 @@ demo: setup
 bench: setup
 	$(PY) -m benchmarks
 
-# Re-pin every installed distribution after changing requirements.txt:
-#   make setup (installs the new requirement), then make constraints.
+# Re-pin after changing setup.py's dependencies or requirements.txt: installs what is new
+# (existing pins kept; to upgrade one, delete its line from constraints.txt first), then
+# writes every installed distribution's version. test/test_dependencies.py checks the result.
 constraints:
-	$(PIP) install -q --progress-bar off -r requirements.txt
+	$(PIP) install -q --progress-bar off -c constraints.txt -r requirements.txt $(PIP_FILTER)
 	$(PY) scripts/freeze_constraints.py constraints.txt
+
+# Plain `pip install .` into a fresh venv beside the ROS wheels, then xsq run/record/info
+# from it (what a user of the package gets; CI runs it too).
+smoke: setup
+	scripts/smoke_install.sh
 
 clean:
 	rm -rf build install log .pytest_cache .ruff_cache *.egg-info
