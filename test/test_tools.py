@@ -794,3 +794,15 @@ def test_foxglove_layouts_title_panels_for_lichtblick_too() -> None:
                 titled += 1
                 assert len(names) == 2 and len(set(names.values())) == 1, (path.name, panel, names)
         assert titled, path.name
+
+
+def test_rate_plot_bins_stay_bounded_when_stamps_span_decades() -> None:
+    """A clock jump (1970 stamps next to real ones) once made the rate plot allocate one
+    bin per second of the span: 23 GB for a 56-year 'session'."""
+    from xsquare_logger.tools.report_plots import _MAX_BINS, rate_bins
+
+    bin_s, edges = rate_bins(56 * 365 * 86400.0)
+    assert edges.size <= _MAX_BINS + 2
+    assert edges[-1] == 56 * 365 * 86400.0
+    bin_s, edges = rate_bins(4 * 3600.0)  # a 4 h session keeps 1 s bins
+    assert bin_s == 1.0 and edges.size == 4 * 3600 + 1

@@ -30,7 +30,10 @@ from xsquare_logger.tools.report import (
     nearest_delta,
 )
 
-__all__ = ["render_html", "render_plots"]
+__all__ = ["rate_bins", "render_html", "render_plots"]
+
+#: Upper bound on the rate plot's bins (a 4 h session still gets 1 s bins).
+_MAX_BINS = 20_000
 
 _NS = 1e9
 _MS = 1e6
@@ -66,13 +69,24 @@ def _finish(fig: Any, ax: Axes, report: dict[str, Any], path: Path, ylabel: str)
     return path
 
 
+def rate_bins(duration_s: float) -> tuple[float, np.ndarray]:
+    """Bin width (s) and edges of the rate plot over ``duration_s`` seconds.
+
+    1 s bins, but never more than ``_MAX_BINS``: a session whose stamps span years
+    (a clock jump) must cost a plot, not a 1e9-element histogram.
+    """
+    duration = max(duration_s, 1e-3)
+    bin_s = max(1.0, float(np.ceil(duration / _MAX_BINS)))
+    return bin_s, np.append(np.arange(0.0, duration, bin_s), duration)
+
+
 def _rate_plot(scan: SessionScan, report: dict[str, Any], path: Path) -> Path:
     t0 = scan.view.start_ns
     duration = max(report["session"]["duration_s"], 1e-3)
-    edges = np.append(np.arange(0.0, duration, 1.0), duration)
+    bin_s, edges = rate_bins(duration)
     widths = np.diff(edges)
-    # A last bin shorter than half a second would draw a false drop (or spike): leave it out.
-    keep = widths >= min(0.5, duration)
+    # A last bin shorter than half a bin would draw a false drop (or spike): leave it out.
+    keep = widths >= min(0.5 * bin_s, duration)
     fig, ax = plt.subplots(figsize=(11, 4.5))
     for name, series in sorted(scan.topics.items()):
         if name in APERIODIC_TOPICS or series.log_ns.size < 3:
@@ -81,7 +95,7 @@ def _rate_plot(scan: SessionScan, report: dict[str, Any], path: Path) -> Path:
         rate = np.where(keep, counts / widths, np.nan)
         ax.stairs(rate, edges, label=name, lw=1)
     ax.set_yscale("log")
-    ax.set_title("messages per second (1 s bins)")
+    ax.set_title(f"messages per second ({bin_s:g} s bins)")
     return _finish(fig, ax, report, path, "rate (Hz)")
 
 
@@ -128,10 +142,20 @@ def _skew_plot(scan: SessionScan, report: dict[str, Any], path: Path) -> Path | 
             d = nearest_delta(cam, joints)
             x, y = _thin((cam[: d.size] - t0) / _NS, d / _MS)
             ax.plot(x, y, ".", ms=1, alpha=0.5, label=f"{JOINT_TOPIC} − {camera}")
-    limit = report["thresholds"]["max_skew_ms"]
+    # Two limits: camera vs camera is judged in frames of the reference camera,
+    # camera vs joints in absolute ms (tools/report.py, Thresholds).
+    th = report["thresholds"]
+    joint_limit = th["max_skew_ms"]
+    period = report["skew_ms"].get("frame_period_ms")
+    cam_limit = round(th["max_skew_frames"] * period, 3) if period else None
     for sign in (1, -1):
-        ax.axhline(sign * limit, color="red", ls="--", lw=0.8)
-    ax.set_title(f"skew: nearest header stamp, signed (limit ±{limit} ms on p99 of |Δ|)")
+        ax.axhline(sign * joint_limit, color="red", ls="--", lw=0.8)
+        if cam_limit is not None:
+            ax.axhline(sign * cam_limit, color="purple", ls=":", lw=0.8)
+    cams = (f"cameras ±{cam_limit} ms = {th['max_skew_frames']} frame, dotted; "
+            if cam_limit is not None else "")
+    ax.set_title(f"skew: nearest header stamp, signed (limits on p99 of |Δ|: {cams}"
+                 f"joints ±{joint_limit} ms, dashed)")
     return _finish(fig, ax, report, path, "skew (ms)")
 
 
