@@ -169,3 +169,31 @@ def test_clip_of_a_missing_episode_lists_none_and_exits_1(tmp_path: Path) -> Non
     _only_line(res, "clip", "7")
     assert res.returncode == 1
     assert not (tmp_path / "clip").exists()
+
+
+def test_keys_init_in_an_uncreatable_dir_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a file where a directory must go (root can write anywhere else)
+    res = xsq("keys", "init", "--keys-dir", str(blocker / "keys"))
+    _only_line(res, "keys", str(blocker / "keys"))
+    assert res.returncode == 1  # what every `xsq keys` error has always exited with
+
+
+@pytest.mark.ros
+def test_record_into_an_uncreatable_dir_is_one_line(env, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    res = xsq("record", "--no-recover", "--data-root", str(tmp_path / "data"),
+              "-o", str(blocker / "s"), env=env)
+    _one_clear_line(res, "record", str(blocker / "s"))
+    assert res.returncode == 2
+
+
+@pytest.mark.ros
+def test_run_with_an_uncreatable_data_root_is_one_line(env, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    res = xsq(*_run_args(tmp_path, "--insecure", "--set", "upload.enabled=true",
+                         "--data-root", str(blocker / "data")), env=env)
+    _one_clear_line(res, "run", str(blocker / "data"))
+    assert res.returncode == 2

@@ -202,9 +202,12 @@ class KeyStore:
             )
 
     def _make_dirs(self) -> None:
-        self.keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.authorized_dir.mkdir(mode=0o755, exist_ok=True)
-        self.issued_dir.mkdir(mode=0o700, exist_ok=True)
+        try:
+            self.keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.authorized_dir.mkdir(mode=0o755, exist_ok=True)
+            self.issued_dir.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot create key store {self.keys_dir}: {exc}") from exc
 
     @contextlib.contextmanager
     def _new_pair(self, name: str) -> Iterator[tuple[Path, Path]]:

@@ -73,7 +73,14 @@ class SessionWriter:
             raise SessionExistsError(
                 f"output directory {directory} exists already; not overwriting a session"
             )
-        directory.mkdir(parents=True)
+        try:
+            directory.mkdir(parents=True)
+        except FileExistsError:  # created since the check above
+            raise SessionExistsError(
+                f"output directory {directory} exists already; not overwriting a session"
+            ) from None
+        except OSError as exc:
+            raise SessionWriterError(f"cannot create session directory {directory}: {exc}") from exc
         self._lock = SessionLock(directory)
         if not self._lock.acquire():  # someone created and locked it since mkdir
             raise SessionWriterError(f"{directory}: locked by another recorder")

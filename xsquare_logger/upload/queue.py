@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from xsquare_logger.errors import XsqError
 from xsquare_logger.upload.scan import LocalSession
 
-__all__ = ["FileRow", "PartRow", "SessionRow", "UploadQueue"]
+__all__ = ["FileRow", "PartRow", "SessionRow", "UploadQueue", "UploadQueueError"]
 
 # Session states. "failed" holds both permanent errors and failed verification;
 # such a session is retried only after a config/credentials change or `xsq upload retry`.
@@ -128,16 +129,22 @@ class PartRow:
     etag: str  # as the server returned it (quotes stripped)
 
 
+class UploadQueueError(XsqError):
+    """The queue database cannot be created or opened (the message names the file)."""
+
+
 class UploadQueue:
     """Thread-safe access to the queue database (one connection, serialized by a lock)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise UploadQueueError(f"cannot open the upload queue {path}: {exc}") from exc
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
+        self._db = db
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a power cut may lose the last commits, never corrupt;
