@@ -356,11 +356,15 @@ class Uploader:
             upload_id = backend.create_multipart(key, hashlib.sha256(data).hexdigest())
             try:
                 etag = backend.upload_part(key, upload_id, 1, 0, data, md5)
-                etag = backend.complete_multipart(key, upload_id, [(1, etag)])
+                backend.complete_multipart(key, upload_id, [(1, etag)])
             except BackendError:
                 backend.abort_multipart(key, upload_id)
                 raise
+            # What HEAD reports is what verification compares with: rclone answers the
+            # completion with an S3-style "-1" ETag but reports the whole-file MD5.
+            remote = backend.head(key)
             backend.delete(key)
+            etag = (remote.etag if remote is not None else None) or ""
         except BackendError as exc:
             log.debug("ETag style probe failed (%s); learned on the first file instead", exc)
             return None
