@@ -2,7 +2,7 @@
 # ROS 2 comes from the PyPI "ros-*" wheels (see docs and shared ENVIRONMENT notes).
 #
 #   make setup   create/refresh .venv, build msg/, install the project (editable)
-#   make test    run the test suite            make lint   ruff check
+#   make test    run the test suite            make lint   ruff check + mypy
 #   make demo    run `xsq demo`                make bench  run the benchmarks
 #   make smoke   plain `pip install .` into a fresh venv, then xsq run/record/info from it
 #   make clean   remove build artefacts        make distclean   also remove .venv
@@ -76,6 +76,8 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	@# What mypy checks (xsquare_logger, benchmarks) and how strictly: [tool.mypy] in pyproject.toml.
+	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff format $(LINT_PATHS)
