@@ -101,7 +101,7 @@ smoke: setup
 	scripts/smoke_install.sh
 
 clean:
-	rm -rf build install log .pytest_cache .ruff_cache *.egg-info
+	rm -rf build install log .pytest_cache .ruff_cache .mypy_cache *.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
