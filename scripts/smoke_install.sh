@@ -84,7 +84,7 @@ print(f"imported {xsquare_logger.__name__} from {xsquare_logger.__file__}")
 sys.exit("\n".join(bad) if bad else 0)
 EOF
 ) || fail "a module does not import from a plain install"
-pipq check || fail "pip check"
+"$RUNNER" -m pip --python "$VENV/bin/python" check || fail "pip check"
 
 if [[ "${IMAGE_PINS:-1}" == 1 ]]; then
   # Ubuntu 24.04 (noble): python3-numpy 1.26.4, python3-yaml 6.0.1, Python 3.12.
