@@ -167,17 +167,23 @@ class Recorder:
             started_ns=self.started_ns,
             visit=visit,
         )
-        self.writer = session_writer_factory(session_dir, manifest, self.rcfg)
-        self.queue: ByteBoundedQueue[tuple[int, bytes, Mapping[str, Any]]] = ByteBoundedQueue(
-            self.rcfg.queue_max_bytes
-        )
         # Camera compression (JPEG/H.264) on worker threads; None when every camera is raw.
-        # Raises CodecUnavailable at start-up if a configured codec is not installed.
+        # Raises CodecUnavailable if a configured codec is not installed: before the
+        # session directory exists, so a refused start leaves nothing behind.
         self.stage: CompressionStage | None = None
         if any(c.mode != "raw" for c in self.rcfg.cameras.values()):
             self.stage = CompressionStage(
                 self.rcfg.cameras, self._on_compressed, workers=self.rcfg.compression_workers
             )
+        try:
+            self.writer = session_writer_factory(session_dir, manifest, self.rcfg)
+        except BaseException:
+            if self.stage is not None:
+                self.stage.close(timeout=1.0)
+            raise
+        self.queue: ByteBoundedQueue[tuple[int, bytes, Mapping[str, Any]]] = ByteBoundedQueue(
+            self.rcfg.queue_max_bytes
+        )
         self.stats: list[TopicStats] = []
         self._seq: list[SequenceTracker] = []
         self._by_name: dict[str, int] = {}
