@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-from xsquare_logger.tools.report import (
+from xsquare_logger.tools.scan import (
     APERIODIC_TOPICS,
     JOINT_TOPIC,
     SessionScan,
