@@ -165,6 +165,30 @@ def test_config_lists_tasks_and_robot(offline_console: ConsoleServer) -> None:
     assert cfg["robot"]["secure"] is False
 
 
+def test_without_a_task_list_the_console_offers_the_robots(robot: Robot) -> None:
+    """`xsq tablet console` without --config reads no robot YAML: the buttons come from
+    the robot's hello (its tablet.tasks), asked again until the robot answers."""
+    server = run_console(
+        "127.0.0.1", robot.command_port, robot.status_port, port=0, timeout=1.0, retries=1,
+        **robot.keys,
+    )
+    try:
+        status, cfg = get(server, "api/config")
+        assert status == 200
+        assert cfg["tasks"] == ["fold towel"]  # support/tablet_robot.py's list
+    finally:
+        server.close()
+
+
+def test_config_with_an_unreachable_robot_has_no_tasks_yet() -> None:
+    server = run_console("127.0.0.1", free_port(), free_port(), port=0, timeout=0.2, retries=0)
+    try:
+        status, cfg = get(server, "api/config")
+        assert status == 200 and cfg["tasks"] == []
+    finally:
+        server.close()
+
+
 # --- bad requests ----------------------------------------------------------------------------
 
 

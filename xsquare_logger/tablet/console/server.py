@@ -241,6 +241,19 @@ class ConsoleBackend:
         }
 
     def config(self) -> dict[str, Any]:
+        """Task buttons and robot endpoints for the page.
+
+        Without a task list of its own (no ``--config``), the console offers the
+        robot's: ``hello`` returns the robot's ``tablet.tasks``, so one list, kept on
+        the robot, serves every tablet. Asked again until the robot has answered once.
+        """
+        if not self.tasks:
+            with self._client_lock:
+                try:
+                    hello = self._client.request("hello", {}, request_id=uuid.uuid4().hex)
+                    self.tasks = [str(x) for x in hello.get("tasks", [])]
+                except TabletError as exc:
+                    log.info("console: task list not yet known (%s)", exc.code)
         return {
             "v": 1,
             "tasks": self.tasks,
