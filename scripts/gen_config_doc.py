@@ -10,8 +10,9 @@ from xsquare_logger.config.model import LoggerConfig
 
 HEAD = """# Configuration
 
-One pydantic model (`xsquare_logger/config/`, root `LoggerConfig` in `model.py`), loaded from YAML (`--config FILE`;
-`config/robot.yaml` is the default humanoid profile) or, without a file, these
+One pydantic model (`xsquare_logger/config/`, root `LoggerConfig` in `model.py`),
+loaded from YAML (`--config FILE`; `config/robot.yaml` is the default humanoid
+profile) or, without a file, these
 embedded defaults. Unknown keys and invalid values fail at start-up with the
 field named (`recording.max_bag_size: Input should be greater than or equal to 0`).
 
