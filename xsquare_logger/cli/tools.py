@@ -28,7 +28,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_FAIL = 4
 
-_SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+_SubParsers = argparse._SubParsersAction
 COMMANDS = ("tasks", "clip", "report")
 
 
