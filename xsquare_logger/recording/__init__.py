@@ -1,1 +1,1 @@
-"""recording."""
+"""The recorder core (plain Python): queue, writer thread, loss accounting, taps."""

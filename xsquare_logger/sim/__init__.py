@@ -1,1 +1,1 @@
-"""sim."""
+"""Simulated humanoid payloads: profiles and pre-serialized frames (only stamps are patched)."""

@@ -1,1 +1,1 @@
-"""Operator tablet link: protocol, visit state machine, ZeroMQ bridge, client, console."""
+"""Tablet side of the link: reference client and operator console."""
