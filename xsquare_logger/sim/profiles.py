@@ -257,8 +257,9 @@ class Profile:
             raise ValueError(f"camera sync {mode!r} not in {', '.join(CAMERA_SYNC_MODES)}")
         cams = self.cameras
         streams = [
-            s if getattr(s, "camera", None) is None
-            else replace(s, phase=_camera_phase(cams.index(s.camera), len(cams), mode))  # type: ignore[attr-defined]
+            replace(s, phase=_camera_phase(cams.index(s.camera), len(cams), mode))
+            if isinstance(s, (ImageStream, CameraInfoStream))
+            else s
             for s in self.streams
         ]
         return replace(self, streams=tuple(streams), camera_sync=mode)

@@ -100,7 +100,7 @@ class ThrottledBody(io.RawIOBase):
         return out
 
     # Ignore [override]: typeshed's RawIOBase takes any writable buffer; callers pass these.
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # see above
         chunk = self.read(len(buffer))
         buffer[: len(chunk)] = chunk
         return len(chunk)
