@@ -75,17 +75,8 @@ def _config(work: Path, data_root: Path, endpoint: str, prefix: str, **upload: A
 
 
 def _client(server: LocalS3Server) -> Any:
-    import boto3
-    from botocore.config import Config
 
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    return server.client()
 
 
 def _clear_bucket(server: LocalS3Server) -> None:

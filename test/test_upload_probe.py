@@ -7,9 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 from support.localserver import LocalS3Server
 from support.sample import make_session
 
@@ -55,14 +53,7 @@ def test_first_upload_learns_etag_style_first_and_hashes_each_byte_once(
             # would have been read again to add its whole MD5 (two expected ETags).
             whole = hashlib.md5(session.joinpath(mcap).read_bytes()).hexdigest()
             assert (f.expected_etags or "").split() == [whole]
-        c = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint,
-            aws_access_key_id=server.access_key,
-            aws_secret_access_key=server.secret_key,
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}),
-        )
+        c = server.client()
         keys = [o["Key"] for o in c.list_objects_v2(Bucket="sessions").get("Contents", [])]
         assert not any(".xsq-etag-probe" in k for k in keys), keys
         assert c.list_multipart_uploads(Bucket="sessions").get("Uploads", []) == []

@@ -20,10 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
-from botocore.config import Config
 from support.localserver import STORE_PARTS, LocalS3Server
 from support.sample import make_session
 from support.wirecount import CountingProxy
@@ -73,14 +71,7 @@ def s3_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalS
 
 
 def client(server: LocalS3Server, endpoint: str | None = None) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint or server.endpoint,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    return server.client(endpoint)
 
 
 def make_config(tmp_path: Path, endpoint: str, **upload: Any) -> LoggerConfig:

@@ -15,9 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import boto3
 import yaml
-from botocore.config import Config
 from support.localserver import LocalS3Server, free_port
 from support.sample import make_session
 
@@ -65,14 +63,7 @@ def write_config(tmp_path: Path, destination: str, wireless_up: bool = True, **u
 
 
 def s3_client(server: LocalS3Server) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    return server.client()
 
 
 def test_now_and_status_show_where_the_objects_really_are(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 __all__ = ["STORE_PARTS", "LocalS3Server", "find_rclone", "free_port"]
 
@@ -77,6 +78,20 @@ class LocalS3Server:
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_REGION": "us-east-1",
         }
+
+    def client(self, endpoint: str | None = None) -> Any:
+        """A boto3 S3 client for this server (path-style, its own generated key)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint or self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
 
     def start(self, timeout: float = 15.0) -> LocalS3Server:
         for b in self.buckets:
