@@ -152,7 +152,9 @@ class Recorder:
         self.config = config
         self.rcfg = config.recording
         # Written messages also go to these (the live view); see recording/tap.py.
-        self.taps: list[Tap] = list(taps)
+        # A tuple, replaced (never mutated) when a tap is dropped: the writer thread
+        # iterates it per message without a copy.
+        self.taps: tuple[Tap, ...] = tuple(taps)
         self.session_id = session_id
         self.session_dir = session_dir
         self._status_encoder = status_encoder
@@ -223,7 +225,7 @@ class Recorder:
             self.stats.append(stats)
             self._seq.append(SequenceTracker())
             self._by_name[topic] = index
-        for tap in list(self.taps):  # advertised now, so viewers can subscribe before data
+        for tap in self.taps:  # advertised now, so viewers can subscribe before data
             self._tap_call(tap, tap.advertise, topic, type_name)
         return index
 
@@ -426,7 +428,7 @@ class Recorder:
             self._disk_error(exc)
 
     def _offer_taps(self, stats: TopicStats, msg: bytes, log_time: int) -> None:
-        for tap in list(self.taps):
+        for tap in self.taps:
             self._tap_call(tap, tap.offer, stats.topic, stats.type, msg, log_time)
 
     def _tap_call(self, tap: Tap, method: Callable[..., object], *args: object) -> None:
@@ -434,8 +436,7 @@ class Recorder:
             method(*args)
         except Exception:  # a tap (the live view) is a convenience: it must never stop recording
             log.exception("%s failed; disabled for this session", type(tap).__name__)
-            if tap in self.taps:
-                self.taps.remove(tap)
+            self.taps = tuple(t for t in self.taps if t is not tap)
 
     def _disk_error(self, exc: Exception) -> None:
         self._disk_failed = True
