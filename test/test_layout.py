@@ -31,6 +31,7 @@ LAYERS = [
     "tablet",
     "upload",
     "tools",
+    "floor",
     "live",
     "sim",
     "ros",

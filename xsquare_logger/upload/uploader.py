@@ -31,6 +31,7 @@ from xsquare_logger.upload.backends import (
     TransientError,
     destination_prefix,
     open_backend,
+    remote_url,
 )
 from xsquare_logger.upload.gate import Gate, read_ssid
 from xsquare_logger.upload.queue import (
@@ -196,6 +197,10 @@ class Uploader:
         self.retention = Retention(
             self.ucfg.retention, self.queue, self.data_root, reverify=self._reverify_for_retention
         )
+        # Called (session_id, session_dir, remote_location) after a session is verified,
+        # on the uploader thread: the floor reporter queues its report here. A callback
+        # must not block or raise into the upload loop.
+        self.on_verified: list[Callable[[str, Path, str], None]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -269,6 +274,17 @@ class Uploader:
         """Sessions not yet verified (queued, uploading, backoff, failed) and their bytes left."""
         rows = self.queue.sessions((QUEUED, UPLOADING, BACKOFF, FAILED))
         return {"sessions": len(rows), "bytes": sum(r.bytes_left for r in rows)}
+
+    def last_error(self) -> str:
+        """The newest error of a session not yet verified ("" when none has one)."""
+        rows = [
+            r
+            for r in self.queue.sessions((QUEUED, UPLOADING, BACKOFF, FAILED))
+            if r.last_error
+        ]
+        if not rows:
+            return ""
+        return str(max(rows, key=lambda r: r.updated_ns).last_error)
 
     # -- one pass ---------------------------------------------------------------------------
     def run_once(self) -> str:
@@ -493,6 +509,12 @@ class Uploader:
             return "failed"
         self.queue.mark_verified(session_id)
         log.info("session %s uploaded and verified at %s", session_id, self.ucfg.destination)
+        location = remote_url(row.destination, row.remote_prefix)
+        for callback in self.on_verified:
+            try:
+                callback(session_id, row.dir, location)
+            except Exception:  # a report hook must never fail a verified upload
+                log.exception("on_verified callback failed for %s", session_id)
         return "verified"
 
     def _backoff(self, attempts: int) -> float:

@@ -1,0 +1,83 @@
+"""The floor wire format: what a robot sends to the floor service, and what it reads back.
+
+One definition for both sides. The robot's reporter (``floor/reporter.py``) builds
+these documents; the service (``floor/api.py``) validates them with the same models
+and the catalog stores them. ``xsq floor sync`` builds the same :class:`SessionReport`
+from a ``session.json`` found in the bucket, so a session reported by the robot and
+one found by sync are catalogued identically. docs/floor-api.md documents them.
+
+This module imports only pydantic and ``session.manifest`` (the session.json model):
+a robot install without the floor extra (FastAPI, SQLAlchemy) can import it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from xsquare_logger.session.manifest import SessionManifest
+
+__all__ = [
+    "API_PREFIX",
+    "Heartbeat",
+    "RobotState",
+    "SessionReport",
+    "StreamCounts",
+    "UploadState",
+]
+
+#: Every resource lives below this path (the version is in the path, not a header).
+API_PREFIX = "/api/v1"
+
+RobotState = Literal["idle", "recording", "error"]
+UploadState = Literal["pending", "uploading", "verified", "failed", "deleted"]
+
+
+class _Wire(BaseModel):
+    # Unknown fields are refused: a client typo must be a 422, not silently dropped data.
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamCounts(_Wire):
+    received: int = Field(0, ge=0, description="Messages received on this topic this session.")
+    lost: int = Field(0, ge=0, description="Messages lost on this topic this session (all kinds).")
+
+
+class Heartbeat(_Wire):
+    """The robot's state, sent every ``floor.heartbeat_interval`` seconds."""
+
+    robot_id: str = Field(min_length=1, max_length=128)
+    sent_ns: int = Field(ge=0, description="Robot clock (ns since the epoch) when sent.")
+    state: RobotState
+    session_id: str = Field("", description="Session being recorded; empty when idle.")
+    task: str = Field("", description="Task of the open episode; empty between episodes.")
+    episode_index: int = Field(-1, ge=-1, description="Open episode; -1 when none is open.")
+    elapsed_sec: float = Field(0.0, ge=0, description="Seconds since the session started.")
+    episode_elapsed_sec: float = Field(0.0, ge=0, description="Seconds since task.start.")
+    streams: dict[str, StreamCounts] = Field(default_factory=dict)
+    messages_lost: int = Field(0, ge=0, description="Sum of every stream's lost count.")
+    disk_free_bytes: int = Field(0, ge=0)
+    disk_reserve_bytes: int = Field(0, ge=0, description="The recorder's configured reserve.")
+    upload_backlog_sessions: int = Field(0, ge=0)
+    upload_backlog_bytes: int = Field(0, ge=0)
+    last_upload_error: str = Field("", max_length=2000)
+    last_error: str = Field("", max_length=2000, description="Recorder's last error, if any.")
+    software_version: str = ""
+    config_digest: str = ""
+
+
+class SessionReport(_Wire):
+    """A session and its episodes: sent when it closes, and again once uploaded.
+
+    ``manifest`` is the session's ``session.json`` as written by the robot (its
+    tasks are the episodes). ``upload_state`` and ``remote`` say where it is;
+    sending the same session again updates it (idempotent by ``session_id``).
+    """
+
+    manifest: SessionManifest
+    upload_state: UploadState = "pending"
+    remote: str = Field(
+        "", description="Location at the destination, e.g. s3://bucket/prefix/robot/day/id."
+    )
+    bytes: int = Field(0, ge=0, description="Sum of the session's file sizes.")
