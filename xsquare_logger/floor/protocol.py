@@ -20,8 +20,12 @@ from xsquare_logger.session.manifest import SessionManifest
 
 __all__ = [
     "API_PREFIX",
+    "EpisodePage",
+    "EpisodeRow",
+    "FloorSummary",
     "Heartbeat",
     "RobotState",
+    "RobotTile",
     "SessionReport",
     "StreamCounts",
     "UploadState",
@@ -81,3 +85,64 @@ class SessionReport(_Wire):
         "", description="Location at the destination, e.g. s3://bucket/prefix/robot/day/id."
     )
     bytes: int = Field(0, ge=0, description="Sum of the session's file sizes.")
+
+
+# -- what readers (dashboard, engineers, training jobs) get back ---------------------------
+
+
+class RobotTile(BaseModel):
+    """One robot as the dashboard shows it: its last heartbeat plus what the floor derives."""
+
+    robot_id: str
+    revoked: bool = False
+    last_heartbeat: Heartbeat | None = None
+    last_seen_ns: int | None = Field(None, description="Service clock at the last heartbeat.")
+    seconds_since_heartbeat: float | None = None
+    # Flags the floor lead must see from across the room (each true = marked on the tile).
+    stale: bool = Field(False, description="No heartbeat for longer than the stale limit.")
+    losing: bool = Field(False, description="The current session has lost messages.")
+    disk_low: bool = Field(False, description="Free disk under the recorder's reserve (x1.5).")
+    upload_failed: bool = Field(False, description="The last heartbeat carries an upload error.")
+
+
+class EpisodeRow(BaseModel):
+    """One catalogued episode, with what a training job needs to fetch it."""
+
+    robot_id: str
+    session_id: str
+    episode_index: int
+    task: str
+    instruction: str = ""
+    outcome: str | None = None
+    operator: str = ""
+    site: str = ""
+    visit_id: str = ""
+    start_ns: int
+    end_ns: int | None = None
+    duration_sec: float | None = None
+    lost: dict[str, int] = Field(
+        default_factory=dict, description="Messages lost inside the episode, per stream."
+    )
+    remote: str = Field("", description="Session location at the destination ('' = not uploaded).")
+    upload_state: UploadState = "pending"
+
+
+class EpisodePage(BaseModel):
+    items: list[EpisodeRow]
+    next_cursor: str | None = Field(
+        None, description="Pass as ?cursor= for the next page; null on the last page."
+    )
+
+
+class FloorSummary(BaseModel):
+    """Floor totals for one day (the service's local day unless ?day= is given)."""
+
+    day: str = Field(description="YYYY-MM-DD")
+    robots: int
+    robots_recording: int
+    robots_stale: int
+    hours_recorded: float
+    episodes_by_outcome: dict[str, int]
+    episodes_by_task: dict[str, int]
+    episodes_by_operator: dict[str, int]
+    upload_backlog_bytes: int
