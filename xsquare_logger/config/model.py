@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from xsquare_logger.config.camera import CameraCompression
+from xsquare_logger.config.floor import FloorConfig
 from xsquare_logger.config.live import LiveConfig
 from xsquare_logger.config.upload import UploadConfig
 from xsquare_logger.errors import XsqError, one_line
@@ -161,6 +162,7 @@ class LoggerConfig(_Strict):
     tablet: TabletConfig = Field(default_factory=TabletConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    floor: FloorConfig = Field(default_factory=FloorConfig)
 
     @field_validator("data_root")
     @classmethod
