@@ -11,7 +11,14 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from xsquare_logger.errors import XsqError
 from xsquare_logger.session.counters import LossCounters, TopicStats
@@ -95,6 +102,11 @@ class TaskEntry(_Model):
     instruction: str = ""
     note: str = ""
     event_ids: list[str] = Field(default_factory=list)
+    # Messages lost between this episode's task.start and task.end, per recorded topic;
+    # only topics that lost any (so {} = nothing lost, or the episode is still open).
+    lost: dict[str, int] = Field(default_factory=dict)
+    # Each topic's lost counter at task.start (in memory only: lost is derived from it).
+    _lost_at_start: dict[str, int] = PrivateAttr(default_factory=dict)
 
 
 def _pending_upload() -> dict[str, object]:
