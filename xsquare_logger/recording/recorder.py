@@ -332,7 +332,26 @@ class Recorder:
         """
         if self._event_index is None:
             raise RecorderError("this recorder was created without task_topics")
-        self.queue.put((_EVENT, b"", {"event": (event, event_cdr, current_task_cdr)}), 0)
+        # Episode losses are counted from the counters as they are now, at the command's
+        # arrival: transport and queue losses are counted on arrival too, so messages
+        # still queued behind the event do not shift losses into the wrong episode.
+        lost = self._lost_by_topic() if event.kind in ("task_start", "task_end") else None
+        self.queue.put((_EVENT, b"", {"event": (event, event_cdr, current_task_cdr, lost)}), 0)
+
+    def _lost_by_topic(self) -> dict[str, int]:
+        """Each recorded topic's lost counter (any thread; reads only)."""
+        internal = {self._status_index, self._event_index, self._current_task_index}
+        # Encoder losses are synced into the stats only once per status; read them live.
+        encode = (
+            {t: lane.skipped + lane.failed for t, lane in self.stage.stats().items()}
+            if self.stage is not None
+            else {}
+        )
+        return {
+            s.topic: s.lost - s.dropped_encode + encode.get(s.topic, s.dropped_encode)
+            for i, s in enumerate(list(self.stats))
+            if i not in internal
+        }
 
     def update_qos(self, topic: str, qos: list[QosDict]) -> None:
         with self._lock:
@@ -399,10 +418,14 @@ class Recorder:
                 self._offer_taps(stats, msg, recv)
 
     def _write_event(
-        self, event: TaskEventData, event_cdr: bytes, current_task_cdr: bytes | None
+        self,
+        event: TaskEventData,
+        event_cdr: bytes,
+        current_task_cdr: bytes | None,
+        lost: dict[str, int] | None = None,
     ) -> None:
         manifest = self.writer.manifest
-        apply_event(manifest.tasks, manifest.marks, event)
+        apply_event(manifest.tasks, manifest.marks, event, lost)
         if self._disk_failed:
             return
         assert self._event_index is not None and self._current_task_index is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from xsquare_logger.session.events import TaskEventData
 from xsquare_logger.session.manifest import TaskEntry
@@ -11,23 +12,30 @@ __all__ = ["apply_event", "tasks_metadata"]
 
 
 def apply_event(
-    tasks: list[TaskEntry], marks: list[dict[str, object]], event: TaskEventData
+    tasks: list[TaskEntry],
+    marks: list[dict[str, object]],
+    event: TaskEventData,
+    lost_now: Mapping[str, int] | None = None,
 ) -> None:
     """Update ``tasks``/``marks`` in place: task.start opens an episode, task.end closes it.
 
-    For a ``mark`` the label travels in ``event.task`` (TaskEvent has no label field).
+    ``lost_now`` is every recorded topic's lost counter when the event was received:
+    kept at task.start, and at task.end the growth per topic becomes the episode's
+    ``lost`` (topics that lost nothing are left out; a topic that appeared during the
+    episode counts from 0). For a ``mark`` the label travels in ``event.task``
+    (TaskEvent has no label field).
     """
     if event.kind == "task_start":
-        tasks.append(
-            TaskEntry(
-                episode_index=event.episode_index,
-                task=event.task,
-                start_ns=event.stamp_ns,
-                operator=event.operator,
-                instruction=event.instruction,
-                event_ids=[event.event_id],
-            )
+        entry = TaskEntry(
+            episode_index=event.episode_index,
+            task=event.task,
+            start_ns=event.stamp_ns,
+            operator=event.operator,
+            instruction=event.instruction,
+            event_ids=[event.event_id],
         )
+        entry._lost_at_start = dict(lost_now or {})
+        tasks.append(entry)
     elif event.kind == "task_end":
         for entry in reversed(tasks):
             if entry.episode_index == event.episode_index and entry.end_ns is None:
@@ -35,6 +43,10 @@ def apply_event(
                 entry.outcome = event.outcome
                 entry.note = event.note
                 entry.event_ids.append(event.event_id)
+                if lost_now is not None:
+                    start = entry._lost_at_start
+                    grown = {t: n - start.get(t, 0) for t, n in lost_now.items()}
+                    entry.lost = {t: n for t, n in sorted(grown.items()) if n > 0}
                 break
     elif event.kind == "mark":
         marks.append(
