@@ -292,7 +292,7 @@ def test_token_sources_and_errors_never_show_the_token(
     url = "http://127.0.0.1:9"
     with pytest.raises(FloorConfigError, match="no robot token"):
         load_token(FloorConfig(url=url))
-    with pytest.raises(FloorConfigError, match="cannot read floor.token_file"):
+    with pytest.raises(FloorConfigError, match=r"cannot read floor\.token_file"):
         load_token(FloorConfig(url=url, token_file=tmp_path / "missing"))
     token_file = tmp_path / "token"
     token_file.write_text(f"{TOKEN}\n")

@@ -82,3 +82,148 @@ def known_string(text: str) -> object:
     from std_msgs.msg import String
 
     return String(data=text)
+
+
+# -- `xsq run` with a floor -------------------------------------------------------------------
+
+TOKEN = "robot-tok-9f8e7d6c5b4a39281706"
+
+
+def _stack(procs, env, tmp_path: Path, floor_url: str, *extra: str):  # type: ignore[no-untyped-def]
+    import re
+
+    from xsquare_logger.link.keys import KeyStore
+    from xsquare_logger.tablet.client import TabletClient
+
+    env = dict(env, ROS_DOMAIN_ID="63", XSQ_FLOOR_TOKEN=TOKEN)
+    keys = tmp_path / "keys"
+    store = KeyStore(keys)
+    store.init_robot()
+    store.add_tablet("tab1")
+    data = tmp_path / "data"
+    net = tmp_path / "sys" / "class" / "net" / "wlan0"  # the upload gate's interface
+    (net / "wireless").mkdir(parents=True)
+    (net / "operstate").write_text("up\n")
+    stack = procs(
+        [
+            "-m", "xsquare_logger.cli.main", "-v", "run",
+            "--robot-id", "fbot",
+            "--data-root", str(data),
+            "--set", f"tablet.keys_dir={keys}",
+            "--set", "tablet.command_endpoint=tcp://127.0.0.1:0",
+            "--set", "tablet.status_endpoint=tcp://127.0.0.1:0",
+            "--set", f"floor.url={floor_url}",
+            "--set", "floor.heartbeat_interval=0.2",
+            "--set", f"upload.destination=file://{tmp_path / 'depot'}",
+            "--set", f"upload.gate.sysfs_root={tmp_path / 'sys'}",
+            "--set", "upload.scan_interval=0.5",
+            "--set", "upload.retention.delete_after=0",
+            "--set", "upload.retention.reverify_before_delete=false",
+            *extra,
+        ],
+        env,
+        "stack",
+    )
+    stack.wait_for("robot stack ready")
+    m = re.search(r"commands on (tcp://\S+), status on", stack.stderr())
+    assert m, stack.stderr()
+    client = TabletClient.from_keys_dir(m.group(1), keys, "tab1", timeout=5.0)
+    return stack, client, data, env
+
+
+def _visit(procs, env, client) -> str:  # type: ignore[no-untyped-def]
+    session_id = client.start_visit("visit-1", "op-12", True, site="floor A")["session_id"]
+    client.start_task("fold towel")
+    pub = procs(["-m", "support.known_publisher", f"{known.JOINT_TOPIC}=100@100"], env, "pub")
+    assert pub.wait(60) == 0
+    return session_id
+
+
+def test_xsq_run_reports_heartbeats_and_sessions_to_the_floor(procs, env, tmp_path: Path) -> None:
+    from test_floor_reporter import Floor, wait_for
+
+    from xsquare_logger.floor.protocol import Heartbeat, SessionReport
+
+    floor = Floor()
+    try:
+        stack, client, data, env = _stack(procs, env, tmp_path, floor.url)
+        try:
+            session_id = _visit(procs, env, client)
+
+            def recording_beat() -> Heartbeat | None:
+                for r in reversed(floor.heartbeats()):
+                    hb = Heartbeat.model_validate(r["body"])
+                    if hb.task and hb.streams.get(known.JOINT_TOPIC, None) and \
+                            hb.streams[known.JOINT_TOPIC].received == 100:
+                        return hb
+                return None
+
+            wait_for(recording_beat, "a heartbeat of the open episode")
+            hb = recording_beat()
+            assert hb is not None
+            assert (hb.robot_id, hb.state, hb.session_id) == ("fbot", "recording", session_id)
+            assert (hb.task, hb.episode_index) == ("fold towel", 0)
+            assert hb.elapsed_sec > 0 and hb.disk_free_bytes > 0
+            assert hb.disk_reserve_bytes == LoggerConfig().recording.disk_reserve_bytes
+            assert hb.config_digest.startswith("sha256:") and hb.software_version
+            client.end_task("success")
+            client.stop_visit()
+            wait_for(lambda: len(floor.sessions()) >= 2, "closed and verified reports", 60)
+            wait_for(lambda: any(Heartbeat.model_validate(r["body"]).state == "idle"
+                                 for r in floor.heartbeats()[-3:]), "an idle heartbeat")
+        finally:
+            client.close()
+            assert stack.stop() == 0, stack.stderr()
+    finally:
+        floor.stop()
+    reports = [SessionReport.model_validate(r["body"]) for r in floor.sessions()]
+    assert [r.upload_state for r in reports] == ["pending", "verified"]
+    for r in reports:
+        assert r.manifest.session_id == session_id and r.manifest.state == "closed"
+        assert [(t.task, t.outcome, t.lost) for t in r.manifest.tasks] == [
+            ("fold towel", "success", {})]
+        assert r.bytes > 0
+    assert reports[1].remote.startswith("file://") and session_id in reports[1].remote
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in floor.requests)
+    assert TOKEN not in stack.stderr() + stack.stdout()  # debug logging on (-v)
+    assert list((data / ".floor-outbox").iterdir()) == []
+
+
+def test_xsq_run_with_a_dead_floor_records_as_before(procs, env, tmp_path: Path) -> None:
+    from support.localserver import free_port
+
+    stack, client, data, env = _stack(
+        procs, env, tmp_path, f"http://127.0.0.1:{free_port()}", "--set", "upload.enabled=false"
+    )
+    try:
+        session_id = _visit(procs, env, client)
+        client.end_task("success")
+        client.stop_visit()
+    finally:
+        client.close()
+        assert stack.stop(timeout=30) == 0, stack.stderr()
+    manifest = read_manifest(data / session_id)
+    assert manifest.state == "closed"
+    assert manifest.topics[known.JOINT_TOPIC].written == 100
+    assert [(t.task, t.outcome) for t in manifest.tasks] == [("fold towel", "success")]
+    assert "does not answer" in stack.stderr()  # said once, not per retry
+    assert stack.stderr().count("does not answer") == 1
+    # The closed session's report waits in the outbox for the floor.
+    queued = list((data / ".floor-outbox").iterdir())
+    assert [p.name.split("-", 1)[1] for p in queued] == [f"{session_id}-pending.json"]
+
+
+def test_xsq_run_with_a_floor_but_no_token_refuses_to_start(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XSQ_FLOOR_TOKEN"}
+    out = subprocess.run(
+        [sys.executable, "-m", "xsquare_logger.cli.main", "run", "--data-root", str(tmp_path),
+         "--set", "floor.url=http://127.0.0.1:9"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "xsq run: floor.url is set but no robot token: set floor.token_file or $XSQ_FLOOR_TOKEN"]

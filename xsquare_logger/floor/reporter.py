@@ -35,7 +35,15 @@ from urllib.parse import quote
 from xsquare_logger import __version__
 from xsquare_logger.config.floor import TOKEN_ENV, FloorConfig
 from xsquare_logger.errors import XsqError
-from xsquare_logger.floor.protocol import API_PREFIX, Heartbeat, SessionReport, UploadState
+from xsquare_logger.floor.protocol import (
+    API_PREFIX,
+    Heartbeat,
+    RobotState,
+    SessionReport,
+    StreamCounts,
+    UploadState,
+)
+from xsquare_logger.recording.control import RecordingStatus
 from xsquare_logger.session.fsutil import atomic_write
 from xsquare_logger.session.manifest import SessionManifest, read_manifest
 
@@ -43,6 +51,7 @@ __all__ = [
     "FloorConfigError",
     "FloorReporter",
     "build_session_report",
+    "heartbeat_from_status",
     "load_token",
     "outbox_dir",
 ]
@@ -124,6 +133,55 @@ def build_session_report(
         upload_state=upload_state,
         remote=remote,
         bytes=_dir_bytes(session_dir),
+    )
+
+
+def heartbeat_from_status(
+    robot_id: str,
+    status: RecordingStatus,
+    episode: tuple[str, int, int] | None,
+    *,
+    disk_reserve_bytes: int,
+    config_digest: str,
+    backlog: dict[str, int] | None = None,
+    last_upload_error: str = "",
+    now_ns: int | None = None,
+) -> Heartbeat:
+    """The heartbeat of a robot from what its stack knows right now.
+
+    ``status`` is the recorder's (``RosSessionController.status()``), ``episode`` the
+    tablet's open task (``VisitStateMachine.open_episode()``), ``backlog`` the
+    uploader's ``{"sessions", "bytes"}``. State ``error``: not recording and the
+    recorder's last error is set (a refused start, a session the recorder ended).
+    """
+    now = time.time_ns() if now_ns is None else now_ns
+    state: RobotState = "recording" if status.recording else (
+        "error" if status.last_error else "idle"
+    )
+    task, index, started = episode if episode is not None else ("", -1, now)
+    backlog = backlog or {}
+    return Heartbeat(
+        robot_id=robot_id,
+        sent_ns=now,
+        state=state,
+        session_id=status.session_id,
+        task=task,
+        episode_index=index,
+        elapsed_sec=max(0.0, status.elapsed_sec),
+        episode_elapsed_sec=max(0.0, (now - started) / 1e9),
+        streams={
+            topic: StreamCounts(received=c.get("received", 0), lost=c.get("lost", 0))
+            for topic, c in status.topics.items()
+        },
+        messages_lost=status.messages_lost,
+        disk_free_bytes=max(0, status.disk_free_bytes),
+        disk_reserve_bytes=disk_reserve_bytes,
+        upload_backlog_sessions=backlog.get("sessions", 0),
+        upload_backlog_bytes=max(0, backlog.get("bytes", 0)),
+        last_upload_error=last_upload_error[:2000],
+        last_error=status.last_error[:2000],
+        software_version=__version__,
+        config_digest=config_digest,
     )
 
 

@@ -149,6 +149,17 @@ class VisitStateMachine:
     def state(self) -> VisitState:
         return VisitState.IDLE if self._session is None else VisitState.RECORDING
 
+    def open_episode(self) -> tuple[str, int, int] | None:
+        """``(task, episode_index, started_ns)`` of the open task, or None (read-only).
+
+        Lock-free on purpose: the floor heartbeat reads it and must never wait for a
+        tablet command in progress (one reference read is atomic; the open task
+        object is never mutated, only replaced).
+        """
+        s = self._session
+        task = s.task if s is not None else None
+        return None if task is None else (task.task, task.episode_index, task.started_ns)
+
     def handle_frame(self, frame: bytes, received_ns: int, client: str = "") -> bytes:
         """Parse, execute and answer one raw request frame; returns the encoded reply.
 

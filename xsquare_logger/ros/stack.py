@@ -16,20 +16,28 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rclpy
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
 from rclpy.signals import SignalHandlerOptions
 
-from xsquare_logger.config.model import LoggerConfig
+from xsquare_logger.config.model import LoggerConfig, config_digest
+from xsquare_logger.floor.reporter import load_token
 from xsquare_logger.recording.control import ControllerError, RecordingStatus
 from xsquare_logger.recording.recorder import CURRENT_TASK_TOPIC, TASK_EVENTS_TOPIC
 from xsquare_logger.ros.recorder_node import RecorderNode, install_stop_signals, spin_until_stopped
 from xsquare_logger.session.events import TaskEventData, VisitInfo
+from xsquare_logger.session.manifest import SessionManifest
 
-__all__ = ["RosSessionController", "run_stack"]
+if TYPE_CHECKING:
+    from xsquare_logger.floor.protocol import Heartbeat
+    from xsquare_logger.floor.reporter import FloorReporter
+    from xsquare_logger.link.visit import VisitStateMachine
+    from xsquare_logger.upload.uploader import Uploader
+
+__all__ = ["RosSessionController", "run_stack", "start_floor_reporter"]
 
 log = logging.getLogger("xsquare_logger.stack")
 
@@ -167,11 +175,56 @@ class RosSessionController:
         )
 
 
+def start_floor_reporter(
+    node: RecorderNode,
+    controller: RosSessionController,
+    machine: VisitStateMachine,
+    uploader: Uploader | None,
+    token: str,
+) -> FloorReporter:
+    """Heartbeats from the stack's state; a report when a session closes and when its
+    upload is verified. The hooks only write to the outbox: nothing waits on the floor."""
+    from xsquare_logger.floor.reporter import FloorReporter, heartbeat_from_status, outbox_dir
+
+    cfg = node.config
+    digest = config_digest(cfg)
+
+    def heartbeat() -> Heartbeat:
+        return heartbeat_from_status(
+            cfg.robot_id,
+            controller.status(),
+            machine.open_episode(),
+            disk_reserve_bytes=cfg.recording.disk_reserve_bytes,
+            config_digest=digest,
+            backlog=uploader.backlog() if uploader is not None else None,
+            last_upload_error=uploader.last_error() if uploader is not None else "",
+        )
+
+    reporter = FloorReporter(
+        cfg.floor, cfg.robot_id, outbox_dir(cfg.floor, cfg.data_root), heartbeat, token=token
+    )
+
+    def closed(manifest: SessionManifest) -> None:
+        directory = node.session_dir or cfg.data_root / manifest.session_id
+        reporter.report_session(directory, "pending", manifest=manifest)
+
+    node.on_session_closed.append(closed)
+    if uploader is not None:
+        # Runs right after verification, before retention may delete the directory.
+        uploader.on_verified.append(
+            lambda _sid, directory, remote: reporter.report_session(directory, "verified", remote)
+        )
+    reporter.start()
+    return reporter
+
+
 def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()) -> int:
     """Run recorder + tablet bridge until SIGINT/SIGTERM; sessions come from the tablet."""
     from xsquare_logger.link.server import TabletServer
     from xsquare_logger.link.visit import VisitStateMachine
 
+    # A floor configured without a usable token fails here, before anything starts.
+    token = load_token(config.floor) if config.floor.url else ""
     stop = threading.Event()
     install_stop_signals(stop)
     if insecure:
@@ -193,6 +246,9 @@ def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()
             controller.upload_backlog = lambda: uploader.backlog()["sessions"]
             node.on_session_closed.append(lambda _m: uploader.wake())
             uploader.start()
+        reporter = None
+        if config.floor.url:
+            reporter = start_floor_reporter(node, controller, machine, uploader, token)
         server = TabletServer(config.tablet, config.robot_id, machine)
         server.start()
         print(
@@ -214,6 +270,8 @@ def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()
                 manifest = node.stop_session("robot stack shut down")
                 if manifest is not None:
                     print(node.session_dir)
+            if reporter is not None:
+                reporter.stop()  # unsent reports stay in the outbox for the next start
             node.destroy_node()
     finally:
         if rclpy.ok():
