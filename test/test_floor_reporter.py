@@ -305,3 +305,23 @@ def test_token_sources_and_errors_never_show_the_token(
     assert load_token(FloorConfig(url=url, token_file=token_file)) == "from-env"
     with pytest.raises(ValueError, match="must start with http"):
         FloorConfig(url="floor.local:8600")
+
+
+def test_reporter_imports_without_the_floor_service_or_ros() -> None:
+    """A robot install has neither FastAPI/SQLAlchemy/httpx; the reporter must not need them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'fastapi', 'sqlalchemy', 'httpx', 'uvicorn',\n"
+        "                                  'starlette', 'requests', 'rclpy', 'zmq'}:\n"
+        "            raise ImportError(f'blocked: {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import xsquare_logger.floor.reporter, xsquare_logger.floor.protocol\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
