@@ -325,3 +325,21 @@ def test_reporter_imports_without_the_floor_service_or_ros() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("status", [404, 301])
+def test_wrong_url_keeps_the_report_and_says_so_once(
+    floor: Floor, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    floor.status = status  # a 301 is not followed: it would carry the token elsewhere
+    rep = make(floor.url, tmp_path, beat)
+    with caplog.at_level(logging.WARNING, logger="xsquare_logger.floor"):
+        rep.start()
+        try:
+            rep.report(report("s1"))
+            wait_for(lambda: len(floor.requests) >= 3, "several attempts")
+        finally:
+            rep.stop()
+    assert len(rep.pending()) == 1
+    lines = [r.getMessage() for r in caplog.records if "is not a floor API" in r.getMessage()]
+    assert len(lines) == 1 and f"({status})" in lines[0]
