@@ -343,3 +343,32 @@ def test_wrong_url_keeps_the_report_and_says_so_once(
     assert len(rep.pending()) == 1
     lines = [r.getMessage() for r in caplog.records if "is not a floor API" in r.getMessage()]
     assert len(lines) == 1 and f"({status})" in lines[0]
+
+
+def test_a_floor_that_never_answers_times_out_and_keeps_the_report(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    silent = socket.socket()  # accepts connections (kernel backlog), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        rep = make(url, tmp_path, beat, timeout=0.2)
+        with caplog.at_level(logging.WARNING, logger="xsquare_logger.floor"):
+            rep.start()
+            rep.report(report("s1"))
+            wait_for(lambda: any("does not answer" in r.getMessage() for r in caplog.records),
+                     "the timeout noticed")
+            rep.stop()
+    finally:
+        silent.close()
+    assert len(rep.pending()) == 1
+
+
+def test_an_outbox_that_cannot_be_created_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FloorConfigError, match="cannot create the floor outbox"):
+        FloorReporter(FloorConfig(url="http://127.0.0.1:9"), ROBOT, tmp_path / "file" / "x",
+                      token=TOKEN)

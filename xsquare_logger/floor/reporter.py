@@ -253,7 +253,11 @@ class FloorReporter:
         self._thread: threading.Thread | None = None
         self.heartbeats_sent = 0
         self.reports_sent = 0
-        outbox.mkdir(parents=True, exist_ok=True)
+        try:
+            outbox.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FloorConfigError(f"cannot create the floor outbox {outbox}: {exc.strerror}") \
+                from None
 
     # -- the composition root's side ------------------------------------------------------
     def start(self) -> None:
