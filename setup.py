@@ -53,6 +53,15 @@ EXTRAS_REQUIRE = {
         "ros-geometry-msgs>=5.5,<6",
         "ros-builtin-interfaces>=2.3,<3",
     ],
+    # The floor service (xsq floor ...): HTTP API, catalog database and its migrations.
+    # Robots never need it (floor/protocol.py and the reporter are pydantic-only).
+    "floor": [
+        "fastapi>=0.165,<1",  # floor/api.py
+        "uvicorn>=0.55",  # xsq floor serve
+        "sqlalchemy>=2.1,<3",  # floor/catalog
+        "alembic>=1.20,<2",  # floor/catalog/migrations
+        "psycopg[binary]>=3.3,<4",  # postgresql:// catalogs (loaded by SQLAlchemy)
+    ],
 }
 
 
@@ -70,7 +79,13 @@ setup(
     python_requires=">=3.11",  # datetime.UTC, enum.StrEnum
     packages=find_packages(include=[package_name, f"{package_name}.*"]),
     package_data={
-        package_name: ["py.typed", "**/*.yaml", "**/*.json", "**/*.html", "**/*.js", "**/*.css"]
+        package_name: [
+            "py.typed", "**/*.yaml", "**/*.json", "**/*.html", "**/*.js", "**/*.css",
+            # Alembic migrations are not a package: ship them as data (xsq floor serve
+            # upgrades the catalog from them at start).
+            "floor/catalog/migrations/*.py", "floor/catalog/migrations/*.mako",
+            "floor/catalog/migrations/versions/*.py",
+        ]
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),

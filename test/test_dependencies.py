@@ -46,6 +46,8 @@ NOT_IMPORTED = {
     # bag/schema.py reads share/builtin_interfaces/msg/Time.msg (every Header's stamp)
     # to embed full message definitions; no Python import of it.
     "ros-builtin-interfaces": "message definitions read from share/ for MCAP schemas",
+    # The PostgreSQL driver: SQLAlchemy loads it for postgresql+psycopg:// catalog URLs.
+    "psycopg": "driver SQLAlchemy loads for postgresql:// floor catalogs",
 }
 
 

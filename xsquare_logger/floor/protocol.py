@@ -22,11 +22,15 @@ __all__ = [
     "API_PREFIX",
     "EpisodePage",
     "EpisodeRow",
+    "FileRow",
     "FloorSummary",
     "Heartbeat",
     "RobotState",
     "RobotTile",
+    "SessionDetail",
+    "SessionPage",
     "SessionReport",
+    "SessionRow",
     "StreamCounts",
     "UploadState",
 ]
@@ -146,3 +150,41 @@ class FloorSummary(BaseModel):
     episodes_by_task: dict[str, int]
     episodes_by_operator: dict[str, int]
     upload_backlog_bytes: int
+
+
+class SessionRow(BaseModel):
+    """One catalogued session (``GET /sessions``)."""
+
+    session_id: str
+    robot_id: str
+    visit_id: str = ""
+    operator: str = ""
+    site: str = ""
+    state: str = Field("closed", description="session.json state: recording|closed|recovered.")
+    start_ns: int
+    end_ns: int | None = None
+    bytes: int = 0
+    remote: str = ""
+    upload_state: UploadState = "pending"
+    manifest_sha256: str = Field(description="sha256 of the catalogued session.json document.")
+    episodes: int = Field(0, description="Number of episodes (tasks) in the session.")
+    updated_ns: int = Field(description="Service clock when the catalog last changed it.")
+
+
+class SessionPage(BaseModel):
+    items: list[SessionRow]
+    next_cursor: str | None = None
+
+
+class FileRow(BaseModel):
+    key: str = Field(description="Relative to the session's remote location (or directory).")
+    size: int
+    sha256: str
+
+
+class SessionDetail(SessionRow):
+    """``GET /sessions/{id}``: the row, its files and episodes, and its session.json."""
+
+    files: list[FileRow] = Field(default_factory=list)
+    episode_rows: list[EpisodeRow] = Field(default_factory=list)
+    manifest: SessionManifest

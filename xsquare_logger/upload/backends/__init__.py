@@ -6,7 +6,7 @@ parts, complete), so resume logic is written once, in ``transfer.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -103,6 +103,15 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove an object (no error if absent)."""
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Keys of the stored objects below ``prefix`` (``""`` = all), in no set order.
+
+        For readers of the destination (``xsq floor sync``); the uploader never lists.
+        """
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes of a (small) object, or ``None`` if there is none."""
 
 
 def destination_prefix(destination: str) -> str:

@@ -14,7 +14,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from xsquare_logger.upload.backends import NoSuchUpload, RemoteObject, RemotePart, TransientError
@@ -195,3 +195,22 @@ class FileBackend:
             self._path(key).unlink(missing_ok=True)
         except OSError as exc:
             raise self._io(f"deleting {key}", exc) from None
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        base = self.root.joinpath(*[p for p in prefix.split("/") if p])
+        if not base.is_dir():
+            return
+        for path in base.rglob("*"):
+            rel = path.relative_to(self.root)
+            # In-progress uploads and temp files are not objects (yet).
+            if rel.parts[0] == _UPLOADS or path.name.startswith(".") or not path.is_file():
+                continue
+            yield "/".join(rel.parts)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._io(f"reading {key}", exc) from None

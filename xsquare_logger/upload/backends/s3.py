@@ -17,7 +17,7 @@ import binascii
 import configparser
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -352,3 +352,28 @@ class S3Backend:
 
     def delete(self, key: str) -> None:
         self._call(f"deletion of {key}", self._client.delete_object, Key=key)
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"Prefix": prefix}
+            if token:
+                kw["ContinuationToken"] = token
+            r = self._call(f"listing of {prefix or 'the bucket'}", self._client.list_objects_v2,
+                           **kw)
+            for obj in r.get("Contents", []):
+                yield str(obj["Key"])
+            token = r.get("NextContinuationToken")
+            if not r.get("IsTruncated") or not token:
+                return
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            r = self._client.get_object(Bucket=self.bucket, Key=key)
+            return bytes(r["Body"].read())
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                return None
+            raise self._error(exc, f"download of {key}") from None
+        except Exception as exc:
+            raise self._error(exc, f"download of {key}") from None

@@ -1,0 +1,340 @@
+"""The floor catalog on a real database: SQLite always, PostgreSQL when the cluster fixture
+(test/support/postgres.py, ``postgres_url``) is available.
+
+Also the sample data the API and CLI tests share (``make_report``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from xsquare_logger.floor.catalog import (
+    Catalog,
+    CatalogError,
+    EpisodeFilter,
+    Principal,
+    parse_time_ns,
+)
+from xsquare_logger.floor.catalog.db import HEAD, MIGRATIONS, current_revision
+from xsquare_logger.floor.metrics import render as render_metrics
+from xsquare_logger.floor.protocol import Heartbeat, SessionReport
+from xsquare_logger.session.manifest import FileEntry, SessionManifest, TaskEntry
+
+S = 1_000_000_000
+# Noon UTC of a fixed day: seeded sessions (12:00-15:00) stay on one day in any zone
+# within +-8 h of UTC, and tests never depend on "now".
+T0 = 1_779_969_600 * S
+
+
+def make_report(
+    robot: str,
+    n: int,
+    *,
+    tasks: list[tuple[str, str | None]] | None = None,
+    start_ns: int = T0,
+    operator: str = "op1",
+    site: str = "hall-a",
+    upload_state: str = "pending",
+    remote: str = "",
+    lost: dict[str, int] | None = None,
+) -> SessionReport:
+    """Session ``n`` of ``robot``: one episode per (task, outcome), 10 s each, 1 s apart."""
+    sid = f"{robot}_{n:04d}"
+    tasks = tasks if tasks is not None else [("fold towel", "success"), ("pick cup", "failure")]
+    entries = []
+    for i, (task, outcome) in enumerate(tasks):
+        t = start_ns + i * 11 * S
+        extra = {"lost": lost} if lost is not None and i == 0 else {}
+        entries.append(TaskEntry(episode_index=i, task=task, start_ns=t, end_ns=t + 10 * S,
+                                 outcome=outcome, instruction=f"please {task}", **extra))
+    manifest = SessionManifest(
+        session_id=sid,
+        robot_id=robot,
+        software_version="0.1.0",
+        config_digest="abc",
+        state="closed",
+        started_ns=start_ns,
+        ended_ns=start_ns + (len(tasks) * 11 + 1) * S,
+        visit={"visit_id": f"v-{sid}", "operator": operator, "site": site, "consent": True},
+        tasks=entries,
+        files=[FileEntry(path="data_0.mcap", size=1000, sha256="0" * 64, message_count=10),
+               FileEntry(path="metadata.yaml", size=100, sha256="1" * 64, message_count=0)],
+    )
+    return SessionReport.model_validate({"manifest": manifest.model_dump(mode="json"),
+                                         "upload_state": upload_state, "remote": remote})
+
+
+def heartbeat(robot: str, **kw: object) -> Heartbeat:
+    return Heartbeat.model_validate({"robot_id": robot, "sent_ns": T0, "state": "idle", **kw})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _postgres_or_skip(request: pytest.FixtureRequest) -> str:
+    try:
+        base = request.getfixturevalue("postgres_url")
+    except pytest.FixtureLookupError:
+        pytest.skip("no postgres_url fixture (test/support/postgres.py) in this tree yet")
+    from support.postgres import fresh_database  # type: ignore[import-not-found]
+
+    return str(fresh_database(base))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/floor.db"
+    return _postgres_or_skip(request)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def catalog(db_url: str, clock: Clock) -> Iterator[Catalog]:
+    with Catalog(db_url, stale_after=10.0, clock=clock) as c:
+        yield c
+
+
+def test_head_constant_is_the_newest_migration() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD
+
+
+def test_migrate_from_empty_and_rerun_upgrade_keeps_data(db_url: str, clock: Clock) -> None:
+    with Catalog(db_url, clock=clock) as c:
+        assert current_revision(c.engine) == HEAD
+        token = c.add_robot("r1")
+        c.ingest_session(make_report("r1", 1))
+    # A second start (a service upgrade) runs the upgrade again: nothing is lost.
+    with Catalog(db_url, clock=clock) as c:
+        assert current_revision(c.engine) == HEAD
+        assert c.authenticate(token) is not None
+        assert len(c.episodes().items) == 2
+        assert c.session("r1_0001") is not None
+
+
+def test_tokens_stored_as_digests_and_revocable(catalog: Catalog, tmp_path: Path) -> None:
+    robot_token = catalog.add_robot("r1")
+    reader_token = catalog.add_reader("lead")
+    assert catalog.authenticate(robot_token) == Principal("robot", "r1")
+    assert catalog.authenticate(reader_token) == Principal("reader", "lead")
+    assert catalog.authenticate("xsqr_nope") is None
+    assert catalog.authenticate("") is None
+    if catalog.engine.dialect.name == "sqlite":
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("floor.db*"))
+        assert robot_token.encode() not in raw and reader_token.encode() not in raw
+    with pytest.raises(CatalogError, match="exists already"):
+        catalog.add_robot("r1")
+    with pytest.raises(CatalogError, match="exists already"):
+        catalog.add_reader("lead")
+    catalog.revoke_robot("r1")
+    catalog.revoke_reader("lead")
+    assert catalog.authenticate(robot_token) is None
+    assert catalog.authenticate(reader_token) is None
+    assert catalog.list_robots()[0]["revoked"] is True
+    # Re-admitting a revoked robot issues a new token; the old one stays dead.
+    new = catalog.add_robot("r1")
+    assert catalog.authenticate(new) == Principal("robot", "r1")
+    assert catalog.authenticate(robot_token) is None
+    with pytest.raises(CatalogError, match="no active robot"):
+        catalog.revoke_robot("ghost")
+    with pytest.raises(CatalogError, match="robot name"):
+        catalog.add_robot("bad name/../")
+
+
+def test_ingest_is_idempotent_and_upload_state_moves_forward(catalog: Catalog) -> None:
+    catalog.add_robot("r1")
+    report = make_report("r1", 1)
+    assert catalog.ingest_session(report) is True
+    assert catalog.ingest_session(report) is False
+    assert len(catalog.episodes().items) == 2
+    verified = make_report("r1", 1, upload_state="verified", remote="s3://b/p/r1/day/r1_0001")
+    assert catalog.ingest_session(verified) is True
+    detail = catalog.session("r1_0001")
+    assert detail is not None
+    assert (detail.upload_state, detail.remote) == ("verified", "s3://b/p/r1/day/r1_0001")
+    assert [f.key for f in detail.files] == ["data_0.mcap", "metadata.yaml"]
+    assert detail.bytes == 1100 and detail.operator == "op1" and detail.site == "hall-a"
+    # A late "pending" report (queued on the robot) does not undo the verified upload.
+    catalog.ingest_session(report)
+    detail = catalog.session("r1_0001")
+    assert detail is not None
+    assert (detail.upload_state, detail.remote) == ("verified", "s3://b/p/r1/day/r1_0001")
+    # Episodes are replaced, not added to, when the session is sent again.
+    catalog.ingest_session(make_report("r1", 1, tasks=[("wipe table", "success")]))
+    assert [e.task for e in catalog.episodes().items] == ["wipe table"]
+    assert catalog.episodes().items[0].remote == "s3://b/p/r1/day/r1_0001"
+
+
+def test_session_of_another_robot_is_refused(catalog: Catalog) -> None:
+    catalog.ingest_session(make_report("r1", 1))
+    other = make_report("r1", 1).model_dump(mode="json")
+    other["manifest"]["robot_id"] = "r2"
+    with pytest.raises(CatalogError, match="belongs to robot 'r1'"):
+        catalog.ingest_session(SessionReport.model_validate(other))
+
+
+def test_episode_lost_per_stream_and_old_sessions_without_it(catalog: Catalog) -> None:
+    catalog.ingest_session(make_report("r1", 1, lost={"/cam": 3, "/joints": 1}))
+    first, second = catalog.episodes().items
+    assert first.lost == {"/cam": 3, "/joints": 1}
+    assert second.lost == {}
+    assert first.duration_sec == 10.0 and first.instruction == "please fold towel"
+
+
+def _seed(catalog: Catalog) -> None:
+    # 3 robots x 4 sessions x 3 episodes, one hour apart, two operators.
+    tasks = [("fold towel", "success"), ("fold towel", "failure"), ("pick cup", None)]
+    for r in ("r1", "r2", "r3"):
+        for n in range(4):
+            start = T0 + n * 3600 * S + int(r[1]) * S
+            catalog.ingest_session(make_report(r, n, tasks=tasks, start_ns=start,
+                                               operator="op1" if n % 2 else "op2"))
+
+
+def test_episode_filters(catalog: Catalog) -> None:
+    _seed(catalog)
+    everything = catalog.episodes(limit=1000).items
+    assert len(everything) == 36
+    assert [e.start_ns for e in everything] == sorted(e.start_ns for e in everything)
+
+    def count(**kw: object) -> int:
+        return len(catalog.episodes(EpisodeFilter(**kw), limit=1000).items)  # type: ignore[arg-type]
+
+    assert count(task="fold towel") == 24
+    assert count(task="fold towel", outcome="success") == 12
+    assert count(task="fold towel", outcome="success", operator="op1", robot="r2") == 2
+    assert count(site="hall-a") == 36 and count(site="elsewhere") == 0
+    assert count(since_ns=T0 + 2 * 3600 * S) == 18
+    assert count(since_ns=T0 + 3600 * S, until_ns=T0 + 2 * 3600 * S) == 9
+    rows = catalog.episodes(EpisodeFilter(robot="r3", outcome="failure"), limit=1000).items
+    assert {(e.robot_id, e.outcome, e.task) for e in rows} == {("r3", "failure", "fold towel")}
+    assert all(e.visit_id == f"v-{e.session_id}" for e in rows)
+
+
+def test_keyset_pagination_walks_everything_once(catalog: Catalog) -> None:
+    _seed(catalog)
+    where = EpisodeFilter(task="fold towel")
+    seen = []
+    cursor = None
+    pages = 0
+    while True:
+        page = catalog.episodes(where, limit=5, cursor=cursor)
+        seen += [(e.session_id, e.episode_index) for e in page.items]
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    everything = [(e.session_id, e.episode_index)
+                  for e in catalog.episodes(where, limit=1000).items]
+    assert seen == everything and len(set(seen)) == 24 and pages == 5
+    sessions = catalog.sessions(limit=5)
+    assert len(sessions.items) == 5 and sessions.next_cursor
+    rest = catalog.sessions(limit=100, cursor=sessions.next_cursor)
+    assert len(rest.items) == 7 and rest.next_cursor is None
+    assert all(s.episodes == 3 for s in rest.items)
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "W10", "WyJhIiwxLDJd", "!!"])
+def test_bad_cursor_and_limit_are_one_line_errors(catalog: Catalog, cursor: str) -> None:
+    with pytest.raises(CatalogError, match=r"^cursor: not a cursor"):
+        catalog.episodes(cursor=cursor)
+    with pytest.raises(CatalogError, match=r"^limit 0"):
+        catalog.episodes(limit=0)
+
+
+def test_heartbeats_make_tiles_with_flags(catalog: Catalog, clock: Clock) -> None:
+    for r in ("r1", "r2", "r3", "r4"):
+        catalog.add_robot(r)
+    catalog.record_heartbeat(heartbeat("r1", state="recording", session_id="r1_x",
+                                       elapsed_sec=1800.0))
+    catalog.record_heartbeat(heartbeat("r2", messages_lost=4, disk_free_bytes=10,
+                                       disk_reserve_bytes=100))
+    catalog.record_heartbeat(heartbeat("r3", last_upload_error="S3 said no"))
+    clock.now += 5 * S
+    catalog.record_heartbeat(heartbeat("r1", state="recording", session_id="r1_x",
+                                       elapsed_sec=1805.0))
+    clock.now += 6 * S  # r2, r3: 11 s since their heartbeat > 10 s; r1: 6 s
+    tiles = {t.robot_id: t for t in catalog.robots()}
+    assert not tiles["r1"].stale and tiles["r1"].seconds_since_heartbeat == 6.0
+    assert tiles["r2"].stale and tiles["r2"].losing and tiles["r2"].disk_low
+    assert tiles["r3"].upload_failed and not tiles["r3"].losing
+    assert tiles["r4"].stale and tiles["r4"].last_heartbeat is None  # never reported
+    one = catalog.robot("r1")
+    assert one is not None and one.last_heartbeat is not None
+    assert one.last_heartbeat.elapsed_sec == 1805.0
+    assert catalog.robot("ghost") is None
+    with pytest.raises(CatalogError, match="not registered"):
+        catalog.record_heartbeat(heartbeat("ghost"))
+
+
+def test_summary_and_metrics(catalog: Catalog, clock: Clock) -> None:
+    _seed(catalog)
+    for r in ("r1", "r2"):
+        catalog.add_robot(r)
+    catalog.record_heartbeat(heartbeat("r1", state="recording", session_id="r1_live",
+                                       elapsed_sec=360.0, messages_lost=7,
+                                       upload_backlog_bytes=5000))
+    name = datetime.fromtimestamp(T0 / S).date().isoformat()
+    clock.now = T0 + 3 * 3600 * S + 600 * S  # after the last seeded session, same day
+    catalog.record_heartbeat(heartbeat("r1", state="recording", session_id="r1_live",
+                                       elapsed_sec=360.0, messages_lost=7,
+                                       upload_backlog_bytes=5000))
+    s = catalog.summary(name)
+    assert s.robots == 2 and s.robots_recording == 1 and s.robots_stale == 1
+    assert s.episodes_by_outcome == {"success": 12, "failure": 12, "unknown": 12}
+    assert s.episodes_by_task == {"fold towel": 24, "pick cup": 12}
+    assert s.episodes_by_operator == {"op1": 18, "op2": 18}
+    assert s.upload_backlog_bytes == 5000
+    # 12 sessions of 34 s plus the live one's 6 minutes (not catalogued yet).
+    assert s.hours_recorded == pytest.approx((12 * 34 + 360) / 3600, abs=1e-3)
+    assert parse_time_ns(name) <= T0 < parse_time_ns(name) + 86400 * S
+    with pytest.raises(CatalogError, match="day"):
+        catalog.summary("yesterday")
+    text = render_metrics(catalog)
+    assert 'xsq_floor_robots{state="recording"} 1' in text
+    assert 'xsq_floor_robots{state="stale"} 1' in text
+    assert "xsq_floor_robots_stale 1" in text
+    assert 'xsq_floor_messages_lost{robot="r1"} 7' in text
+    assert 'xsq_floor_upload_backlog_bytes{robot="r1"} 5000' in text
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "is not a URL"),
+        ("mysql://h/db", "unsupported database 'mysql'"),
+        ("postgresql+asyncpg://h/db", "only psycopg"),
+        ("sqlite://", "needs a file"),
+        ("postgresql://u:secret@127.0.0.1:1/db", "cannot open or migrate"),
+    ],
+)
+def test_bad_database_urls(url: str, message: str) -> None:
+    with pytest.raises(CatalogError, match=message) as err:
+        Catalog(url)
+    assert "secret" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
+    with Catalog(f"sqlite:///{tmp_path}/f.db") as c:
+        c.add_robot("r1")
+    con = sqlite3.connect(tmp_path / "f.db")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()

@@ -1,0 +1,116 @@
+"""Opening the catalog database and bringing its schema up to date (Alembic, in code).
+
+``sqlite:///PATH`` (WAL, so readers never block the writer) or ``postgresql://...``
+(psycopg 3). ``upgrade`` runs every migration not yet applied, inside a transaction:
+an upgrade adds to the catalog and never drops it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from xsquare_logger.errors import XsqError
+
+__all__ = ["HEAD", "CatalogError", "open_engine", "parse_url", "safe_url", "upgrade"]
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+HEAD = "0001"  # the newest migration (test_floor_catalog checks it is the head)
+
+
+class CatalogError(XsqError):
+    """The catalog database cannot be used (bad URL, unreachable, bad request)."""
+
+
+def parse_url(url: str) -> URL:
+    """Check and normalize a database URL; ``postgresql://`` means psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise CatalogError(
+            f"database URL {url!r} is not a URL (sqlite:///PATH or postgresql://HOST/DB)"
+        ) from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "postgresql":
+        if driver not in ("", "psycopg"):
+            raise CatalogError(f"database URL driver {driver!r}: only psycopg (3) is supported")
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise CatalogError("a SQLite catalog needs a file: sqlite:///PATH")
+        return parsed
+    raise CatalogError(
+        f"database URL {safe_url(parsed)!r}: unsupported database {backend!r} "
+        "(use sqlite:///PATH or postgresql://...)"
+    )
+
+
+def safe_url(url: URL) -> str:
+    """The URL for messages: never with its password."""
+    return url.render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at each checkpoint
+    cur.close()
+
+
+def open_engine(url: str) -> Engine:
+    parsed = parse_url(url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.drivername == "sqlite":
+        assert parsed.database is not None
+        path = Path(parsed.database).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CatalogError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+        parsed = parsed.set(database=str(path))
+        # Several uvicorn workers / CLI processes share the file: wait for the lock.
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise CatalogError(f"database {safe_url(parsed)}: {exc}") from None
+    if parsed.drivername == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every migration not yet applied (no-op when the schema is current)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except DBAPIError as exc:
+        raise CatalogError(
+            f"database {safe_url(engine.url)}: cannot open or migrate: {_first_line(exc)}"
+        ) from None
+    except SQLAlchemyError as exc:
+        raise CatalogError(f"database {safe_url(engine.url)}: {_first_line(exc)}") from None
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The applied migration, or ``None`` for an empty database."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+        return None if row is None else str(row[0])
