@@ -185,6 +185,7 @@ class Uploader:
         self._backend: Backend | None = None
         self._backend_fingerprint = ""
         self._plain_md5 = False
+        self._style_known = False  # ETag style of the destination learned (or not needed)
         self._transfer: FileTransfer | None = None
         limit = self.ucfg.bandwidth_limit
         self._throttle = TokenBucket(limit) if limit else None
@@ -263,11 +264,12 @@ class Uploader:
         return wait
 
     def connect(self) -> None:
-        """Open the destination client now (otherwise it opens on first use).
+        """Open the destination client now (otherwise it opens on first use) and learn
+        the server's ETag style (see :meth:`_learn_etag_style`): this writes to the bucket.
 
         Raises PermanentError for unusable settings (e.g. a missing credentials file).
         """
-        self._get_backend()
+        self._ensure_etag_style(self._get_backend())
 
     # -- queries ----------------------------------------------------------------------------
     def backlog(self) -> dict[str, int]:
@@ -351,10 +353,19 @@ class Uploader:
             self._backend = open_backend(self.ucfg, self._throttle, self._abort.is_set)
             self._backend_fingerprint = fp
             style = self.queue.get_meta(self._etag_style_key())
-            if style is None and self.ucfg.destination.startswith("s3://"):
-                style = self._learn_etag_style(self._backend)
             self._plain_md5 = style == "1"
+            self._style_known = style is not None or not self.ucfg.destination.startswith("s3://")
         return self._backend
+
+    def _ensure_etag_style(self, backend: Backend) -> None:
+        """Learn the ETag style right before the first file goes, never earlier: the gate's
+        probe, re-verification and idle passes only read from the bucket."""
+        if self._style_known:
+            return
+        style = self._learn_etag_style(backend)
+        self._plain_md5 = style == "1"
+        # Tried once per client: if the probe failed, the first file teaches the style.
+        self._style_known = True
 
     def _learn_etag_style(self, backend: Backend) -> str | None:
         """Which ETag this server gives a multipart object, from a one-part probe upload.
@@ -465,6 +476,7 @@ class Uploader:
                 assert row is not None
             if not row.dir.is_dir():
                 raise PermanentError(f"session directory {row.dir} is gone")
+            self._ensure_etag_style(backend)
             self.queue.mark_uploading(session_id)
 
             def pause_reason() -> str | None:
