@@ -135,7 +135,7 @@ def test_tokens_stored_as_digests_and_revocable(catalog: Catalog, tmp_path: Path
     reader_token = catalog.add_reader("lead")
     assert catalog.authenticate(robot_token) == Principal("robot", "r1")
     assert catalog.authenticate(reader_token) == Principal("reader", "lead")
-    assert catalog.authenticate("xsqr_nope") is None
+    assert catalog.authenticate("xsqrobot_nope") is None
     assert catalog.authenticate("") is None
     if catalog.engine.dialect.name == "sqlite":
         raw = b"".join(p.read_bytes() for p in tmp_path.glob("floor.db*"))
@@ -338,3 +338,21 @@ def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
     con = sqlite3.connect(tmp_path / "f.db")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
+
+
+def test_models_match_the_migrations(db_url: str) -> None:
+    # The tables the migrations build are the ones the models describe: a model change
+    # without its migration fails here, not on a floor's database.
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from xsquare_logger.floor.catalog.models import Base
+
+    with Catalog(db_url) as c, c.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_out_of_range_numbers_are_bad_input(catalog: Catalog) -> None:
+    catalog.add_robot("r1")
+    with pytest.raises(CatalogError, match="value refused"):
+        catalog.record_heartbeat(heartbeat("r1", disk_free_bytes=2**70))

@@ -3,8 +3,22 @@
 Needs the ``floor`` extra (``pip install xsquare_logger[floor]``); a robot never imports it.
 """
 
-from xsquare_logger.floor.catalog.core import Catalog, Principal
-from xsquare_logger.floor.catalog.db import CatalogError
-from xsquare_logger.floor.catalog.query import EpisodeFilter, parse_time_ns
+import logging
 
-__all__ = ["Catalog", "CatalogError", "EpisodeFilter", "Principal", "parse_time_ns"]
+# Alembic logs each plugin it loads, at import, at INFO: quiet it before the import.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from xsquare_logger.floor.catalog.core import Catalog, Principal  # noqa: E402
+from xsquare_logger.floor.catalog.db import (  # noqa: E402
+    CatalogConflict,
+    CatalogError,
+    CatalogUnavailable,
+)
+from xsquare_logger.floor.catalog.query import EpisodeFilter, parse_time_ns  # noqa: E402
+
+__all__ = [
+    "Catalog",
+    "CatalogConflict",
+    "CatalogError",
+    "CatalogUnavailable", "EpisodeFilter", "Principal", "parse_time_ns",
+]

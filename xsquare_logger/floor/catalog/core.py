@@ -19,10 +19,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, tuple_
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 
-from xsquare_logger.floor.catalog.db import CatalogError, open_engine, safe_url, upgrade
+from xsquare_logger.floor.catalog.db import (
+    CatalogConflict,
+    CatalogError,
+    CatalogUnavailable,
+    open_engine,
+    safe_url,
+    upgrade,
+)
 from xsquare_logger.floor.catalog.models import (
     Episode,
     File,
@@ -59,6 +66,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # sync already catalogued the verified copy) must not undo "verified".
 UPLOAD_RANK = {"pending": 0, "uploading": 1, "failed": 1, "verified": 2, "deleted": 3}
 DISK_LOW_FACTOR = 1.5  # RobotTile.disk_low: free disk under reserve x this
+_TOKEN_PREFIX = {"robot": "xsqrobot_", "reader": "xsqread_"}
 
 
 @dataclass(frozen=True)
@@ -130,11 +138,17 @@ class Catalog:
                 yield db
         except OperationalError as exc:
             line = (str(exc.orig).strip().splitlines() or ["unavailable"])[0]
-            raise CatalogError(f"database {self.url}: {line}") from None
+            raise CatalogUnavailable(f"database {self.url}: {line}") from None
+        except (DataError, OverflowError) as exc:
+            # Bad input the models let through (an integer over 2**63-1, a NUL in text):
+            # refused as bad input, never a server error.
+            line = (str(getattr(exc, "orig", exc)).strip().splitlines() or ["bad value"])[0]
+            raise CatalogError(f"value refused by the database: {line}") from None
 
     # -- robots and tokens -------------------------------------------------------------------
     def _new_token(self, db: DbSession, kind: str, name: str) -> str:
-        token = f"xsq{kind[0]}_{secrets.token_urlsafe(32)}"
+        # The prefix tells a human which kind of token it is (and secret scanners find it).
+        token = f"{_TOKEN_PREFIX[kind]}{secrets.token_urlsafe(32)}"
         db.add(Token(sha256=_digest(token), kind=kind, name=name, created_ns=self._clock()))
         return token
 
@@ -260,7 +274,7 @@ class Catalog:
             except IntegrityError:
                 # Another replica inserted the same session between our read and write.
                 if attempt:
-                    raise CatalogError(
+                    raise CatalogConflict(
                         f"session {report.manifest.session_id}: concurrent update; send again"
                     ) from None
         return False  # unreachable
@@ -270,7 +284,7 @@ class Catalog:
         digest = manifest_digest(m)
         row = db.get(Session, m.session_id)
         if row is not None and row.robot_id != m.robot_id:
-            raise CatalogError(
+            raise CatalogConflict(
                 f"session {m.session_id} belongs to robot {row.robot_id!r}, not {m.robot_id!r}"
             )
         state = report.upload_state
@@ -548,4 +562,4 @@ class Catalog:
             with self._db() as db:
                 db.execute(select(1))
         except SQLAlchemyError as exc:
-            raise CatalogError(f"database {self.url}: {exc}") from None
+            raise CatalogUnavailable(f"database {self.url}: {exc}") from None

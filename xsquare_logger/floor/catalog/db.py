@@ -7,6 +7,8 @@ an upgrade adds to the catalog and never drops it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,32 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from xsquare_logger.errors import XsqError
 
-__all__ = ["HEAD", "CatalogError", "open_engine", "parse_url", "safe_url", "upgrade"]
+__all__ = [
+    "HEAD",
+    "CatalogConflict",
+    "CatalogError",
+    "CatalogUnavailable",
+    "open_engine",
+    "parse_url",
+    "safe_url",
+    "upgrade",
+]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = logging.getLogger(__name__)
 HEAD = "0001"  # the newest migration (test_floor_catalog checks it is the head)
 
 
 class CatalogError(XsqError):
-    """The catalog database cannot be used (bad URL, unreachable, bad request)."""
+    """A request the catalog refuses (bad value, bad URL); the API answers 422."""
+
+
+class CatalogUnavailable(CatalogError):
+    """The database does not answer or cannot be opened (API: 503)."""
+
+
+class CatalogConflict(CatalogError):
+    """The request contradicts what is catalogued (API: 409)."""
 
 
 def parse_url(url: str) -> URL:
@@ -95,16 +115,21 @@ def upgrade(engine: Engine) -> None:
     """Apply every migration not yet applied (no-op when the schema is current)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    before = None
+    with contextlib.suppress(SQLAlchemyError):  # unreachable: the upgrade says why
+        before = current_revision(engine)
     try:
         with engine.begin() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except DBAPIError as exc:
-        raise CatalogError(
+        raise CatalogUnavailable(
             f"database {safe_url(engine.url)}: cannot open or migrate: {_first_line(exc)}"
         ) from None
     except SQLAlchemyError as exc:
         raise CatalogError(f"database {safe_url(engine.url)}: {_first_line(exc)}") from None
+    if before != HEAD:
+        log.info("floor catalog %s: schema %s -> %s", safe_url(engine.url), before, HEAD)
 
 
 def current_revision(engine: Engine) -> str | None:

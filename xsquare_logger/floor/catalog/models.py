@@ -4,7 +4,9 @@ The schema is created and changed only by the Alembic migrations in
 ``migrations/versions/`` (never ``create_all``), so every database, old or new,
 reaches the same schema by the same steps. A change here needs a new migration.
 
-Times are integer nanoseconds since the epoch, like session.json. Indexes follow
+Free text from the robot (task, operator, site, ...) is TEXT, never a bounded
+VARCHAR: PostgreSQL would refuse a long value and the session would never be
+catalogued. Times are integer nanoseconds since the epoch, like session.json. Indexes follow
 the episode filters (task, outcome, operator, robot, each with the start time) and
 end in the keyset order (start_ns, session_id, episode_index) so a filtered page
 is one index range scan.
@@ -54,7 +56,7 @@ class RobotStatus(Base):
     )
     last_seen_ns: Mapped[int] = mapped_column(BigInteger, index=True)
     state: Mapped[str] = mapped_column(String(16))
-    session_id: Mapped[str] = mapped_column(String(256), default="")
+    session_id: Mapped[str] = mapped_column(Text, default="")
     messages_lost: Mapped[int] = mapped_column(BigInteger, default=0)
     disk_free_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     disk_reserve_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -66,11 +68,11 @@ class RobotStatus(Base):
 class Session(Base):
     __tablename__ = "sessions"
 
-    session_id: Mapped[str] = mapped_column(String(256), primary_key=True)
-    robot_id: Mapped[str] = mapped_column(String(128))
-    visit_id: Mapped[str] = mapped_column(String(256), default="")
-    operator: Mapped[str] = mapped_column(String(256), default="")
-    site: Mapped[str] = mapped_column(String(256), default="")
+    session_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    robot_id: Mapped[str] = mapped_column(Text)
+    visit_id: Mapped[str] = mapped_column(Text, default="")
+    operator: Mapped[str] = mapped_column(Text, default="")
+    site: Mapped[str] = mapped_column(Text, default="")
     state: Mapped[str] = mapped_column(String(16), default="closed")
     start_ns: Mapped[int] = mapped_column(BigInteger)
     end_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -91,16 +93,16 @@ class Episode(Base):
     __tablename__ = "episodes"
 
     session_id: Mapped[str] = mapped_column(
-        String(256), ForeignKey("sessions.session_id", ondelete="CASCADE"), primary_key=True
+        Text, ForeignKey("sessions.session_id", ondelete="CASCADE"), primary_key=True
     )
     episode_index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    robot_id: Mapped[str] = mapped_column(String(128))
-    task: Mapped[str] = mapped_column(String(512))
+    robot_id: Mapped[str] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(Text)
     instruction: Mapped[str] = mapped_column(Text, default="")
-    outcome: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    operator: Mapped[str] = mapped_column(String(256), default="")
-    site: Mapped[str] = mapped_column(String(256), default="")
-    visit_id: Mapped[str] = mapped_column(String(256), default="")
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+    operator: Mapped[str] = mapped_column(Text, default="")
+    site: Mapped[str] = mapped_column(Text, default="")
+    visit_id: Mapped[str] = mapped_column(Text, default="")
     start_ns: Mapped[int] = mapped_column(BigInteger)
     end_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     duration_sec: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -122,8 +124,8 @@ class File(Base):
     __tablename__ = "files"
 
     session_id: Mapped[str] = mapped_column(
-        String(256), ForeignKey("sessions.session_id", ondelete="CASCADE"), primary_key=True
+        Text, ForeignKey("sessions.session_id", ondelete="CASCADE"), primary_key=True
     )
-    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(Text)
