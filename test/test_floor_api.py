@@ -1,0 +1,274 @@
+"""The floor HTTP API: a real ``xsq floor serve`` (uvicorn on 127.0.0.1, a free port) for
+the end-to-end paths, FastAPI's TestClient (same app, in-process) for fine-grained cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from support.localserver import free_port
+from test_floor_catalog import T0, heartbeat, make_report
+
+from xsquare_logger.floor.api import create_app
+from xsquare_logger.floor.catalog import Catalog
+
+P = "/api/v1"
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def floor(tmp_path: Path) -> Iterator[tuple[TestClient, Catalog, dict[str, str]]]:
+    catalog = Catalog(f"sqlite:///{tmp_path}/floor.db")
+    tokens = {"r1": catalog.add_robot("r1"), "r2": catalog.add_robot("r2"),
+              "reader": catalog.add_reader("lead")}
+    with TestClient(create_app(catalog, dashboard=None)) as client:
+        yield client, catalog, tokens
+    catalog.close()
+
+
+def _hb(robot: str, **kw: Any) -> dict[str, Any]:
+    return heartbeat(robot, **kw).model_dump(mode="json")
+
+
+def _session(robot: str, n: int, **kw: Any) -> dict[str, Any]:
+    return make_report(robot, n, **kw).model_dump(mode="json")
+
+
+def test_robot_writes_its_own_records_only(floor: Any) -> None:
+    client, _, tok = floor
+    r = client.post(f"{P}/robots/r1/heartbeats", json=_hb("r1"), headers=_auth(tok["r1"]))
+    assert r.status_code == 204
+    r = client.post(f"{P}/robots/r2/heartbeats", json=_hb("r2"), headers=_auth(tok["r1"]))
+    assert r.status_code == 403 and "may not write robot 'r2'" in r.json()["detail"]
+    r = client.put(f"{P}/robots/r2/sessions/r2_0001", json=_session("r2", 1),
+                   headers=_auth(tok["r1"]))
+    assert r.status_code == 403
+    # Readers read, never write.
+    r = client.post(f"{P}/robots/r1/heartbeats", json=_hb("r1"), headers=_auth(tok["reader"]))
+    assert r.status_code == 403 and "reader tokens may not write" in r.json()["detail"]
+    # A robot reads its own tile and nothing else.
+    assert client.get(f"{P}/robots/r1", headers=_auth(tok["r1"])).status_code == 200
+    for path in ("/robots/r2", "/robots", "/episodes", "/sessions", "/summary"):
+        r = client.get(P + path, headers=_auth(tok["r1"]))
+        assert r.status_code == 403, path
+    assert client.get("/metrics", headers=_auth(tok["r1"])).status_code == 403
+
+
+def test_missing_unknown_and_revoked_tokens_are_401(floor: Any) -> None:
+    client, catalog, tok = floor
+    r = client.get(f"{P}/robots")
+    assert r.status_code == 401 and r.json() == {
+        "detail": "missing token: send Authorization: Bearer <token>"}
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert client.get(f"{P}/robots", headers=_auth("xsqread_nope")).status_code == 401
+    assert client.get(f"{P}/robots", headers={"Authorization": "Basic abc"}).status_code == 401
+    catalog.revoke_robot("r1")
+    r = client.post(f"{P}/robots/r1/heartbeats", json=_hb("r1"), headers=_auth(tok["r1"]))
+    assert r.status_code == 401 and r.json()["detail"] == "unknown or revoked token"
+    tiles = client.get(f"{P}/robots", headers=_auth(tok["reader"])).json()
+    assert {t["robot_id"]: t["revoked"] for t in tiles} == {"r1": True, "r2": False}
+
+
+def test_session_put_is_idempotent(floor: Any) -> None:
+    client, _, tok = floor
+    url = f"{P}/robots/r1/sessions/r1_0001"
+    r = client.put(url, json=_session("r1", 1), headers=_auth(tok["r1"]))
+    assert r.status_code == 201 and r.json()["episodes"] == 2
+    r = client.put(url, json=_session("r1", 1), headers=_auth(tok["r1"]))
+    assert r.status_code == 200 and r.json()["upload_state"] == "pending"
+    r = client.put(url, json=_session("r1", 1, upload_state="verified", remote="s3://b/x"),
+                   headers=_auth(tok["r1"]))
+    assert (r.json()["upload_state"], r.json()["remote"]) == ("verified", "s3://b/x")
+    page = client.get(f"{P}/episodes", headers=_auth(tok["reader"])).json()
+    assert len(page["items"]) == 2 and page["next_cursor"] is None
+    assert {e["remote"] for e in page["items"]} == {"s3://b/x"}
+    detail = client.get(f"{P}/sessions/r1_0001", headers=_auth(tok["reader"])).json()
+    assert detail["manifest"]["session_id"] == "r1_0001"
+    assert [f["key"] for f in detail["files"]] == ["data_0.mcap", "metadata.yaml"]
+    assert len(detail["episode_rows"]) == 2
+
+
+def test_bad_input_is_a_one_line_4xx(floor: Any) -> None:
+    client, _, tok = floor
+    rob, rd = _auth(tok["r1"]), _auth(tok["reader"])
+    cases = [
+        client.post(f"{P}/robots/r1/heartbeats", json={**_hb("r1"), "state": "dancing"},
+                    headers=rob),
+        client.post(f"{P}/robots/r1/heartbeats", json={**_hb("r1"), "typo": 1}, headers=rob),
+        client.post(f"{P}/robots/r1/heartbeats", json=_hb("r2"), headers=rob),
+        client.post(f"{P}/robots/r1/heartbeats", content=b"{not json", headers=rob),
+        client.post(f"{P}/robots/r1/heartbeats", json={**_hb("r1"), "disk_free_bytes": 2**70},
+                    headers=rob),
+        client.put(f"{P}/robots/r1/sessions/other", json=_session("r1", 1), headers=rob),
+        client.get(f"{P}/episodes?limit=0", headers=rd),
+        client.get(f"{P}/episodes?limit=abc", headers=rd),
+        client.get(f"{P}/episodes?cursor=garbage", headers=rd),
+        client.get(f"{P}/episodes?since=monday", headers=rd),
+        client.get(f"{P}/summary?day=2026-13-01", headers=rd),
+    ]
+    for r in cases:
+        assert r.status_code == 422, r.text
+        detail = r.json()["detail"]
+        assert isinstance(detail, str) and "\n" not in detail
+    assert cases[0].json()["detail"].startswith("body.state:")
+    assert cases[1].json()["detail"].startswith("body.typo:")
+    assert cases[7].json()["detail"].startswith("query.limit:")
+    assert "session_id" in cases[5].json()["detail"]
+    r = client.get(f"{P}/sessions/nope", headers=rd)
+    assert r.status_code == 404 and r.json() == {"detail": "no session 'nope'"}
+
+
+def test_session_of_another_robot_conflicts(floor: Any) -> None:
+    client, catalog, tok = floor
+    catalog.ingest_session(make_report("r2", 1))  # e.g. found by sync
+    body = _session("r2", 1)
+    body["manifest"]["robot_id"] = "r1"
+    r = client.put(f"{P}/robots/r1/sessions/r2_0001", json=body, headers=_auth(tok["r1"]))
+    assert r.status_code == 409 and "belongs to robot 'r2'" in r.json()["detail"]
+
+
+def test_episode_filters_and_pages(floor: Any) -> None:
+    client, _, tok = floor
+    tasks = [("fold towel", "success"), ("fold towel", "failure"), ("pick cup", "success")]
+    for n in range(4):
+        client.put(f"{P}/robots/r1/sessions/r1_{n:04d}",
+                   json=_session("r1", n, tasks=tasks, start_ns=T0 + n * 3600 * 10**9,
+                                 operator=f"op{n % 2}"),
+                   headers=_auth(tok["r1"]))
+    rd = _auth(tok["reader"])
+    q = {"task": "fold towel", "outcome": "success", "operator": "op1", "robot": "r1"}
+    items = client.get(f"{P}/episodes", params=q, headers=rd).json()["items"]
+    assert [(e["session_id"], e["episode_index"]) for e in items] == [
+        ("r1_0001", 0), ("r1_0003", 0)]
+    since = client.get(f"{P}/episodes", params={"since": str(T0 + 2 * 3600 * 10**9)},
+                       headers=rd).json()["items"]
+    assert {e["session_id"] for e in since} == {"r1_0002", "r1_0003"}
+    seen, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 5, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"{P}/episodes", params=params, headers=rd).json()
+        seen += [(e["session_id"], e["episode_index"]) for e in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 12
+    sessions = client.get(f"{P}/sessions", params={"robot": "r1", "limit": 3}, headers=rd).json()
+    assert len(sessions["items"]) == 3 and sessions["next_cursor"]
+
+
+def test_openapi_summary_metrics_and_healthz(floor: Any) -> None:
+    client, _, tok = floor
+    spec = client.get("/openapi.json").json()
+    for path in ("/robots/{robot_id}/heartbeats", "/robots/{robot_id}/sessions/{session_id}",
+                 "/robots", "/robots/{robot_id}", "/sessions", "/sessions/{session_id}",
+                 "/episodes", "/summary"):
+        assert P + path in spec["paths"], path
+    assert client.get("/healthz").json() == {"status": "ok"}
+    client.post(f"{P}/robots/r1/heartbeats",
+                json=_hb("r1", state="recording", messages_lost=3, upload_backlog_bytes=9),
+                headers=_auth(tok["r1"]))
+    summary = client.get(f"{P}/summary", headers=_auth(tok["reader"])).json()
+    assert summary["robots"] == 2 and summary["robots_recording"] == 1
+    r = client.get("/metrics", headers=_auth(tok["reader"]))
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'xsq_floor_messages_lost{robot="r1"} 3' in r.text
+    assert 'xsq_floor_robots{state="stale"} 1' in r.text  # r2 never reported
+    assert client.get("/").status_code == 404  # no dashboard folder given
+
+
+def test_dashboard_is_served_when_present(tmp_path: Path) -> None:
+    (tmp_path / "dash" / "static").mkdir(parents=True)
+    (tmp_path / "dash" / "index.html").write_text("<html>floor</html>")
+    (tmp_path / "dash" / "static" / "app.js").write_text("1;")
+    with Catalog(f"sqlite:///{tmp_path}/f.db") as catalog, \
+            TestClient(create_app(catalog, dashboard=tmp_path / "dash")) as client:
+        assert client.get("/").status_code == 200
+        assert client.get("/static/app.js").text == "1;"
+
+
+# -- a real service process --------------------------------------------------------------------
+
+
+def _xsq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "xsquare_logger.cli.main", *args],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def _request(method: str, url: str, token: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={**_auth(token), "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    data = tmp_path / "floor"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xsquare_logger.cli.main", "floor", "serve",
+         "--data-dir", str(data), "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith(f"xsq floor: serving http://127.0.0.1:{port} "), line
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:  # the line comes just before uvicorn binds
+            try:
+                urllib.request.urlopen(f"{url}/healthz", timeout=2).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        yield url, data
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_served_over_http_with_cli_issued_tokens(served: tuple[str, Path]) -> None:
+    url, data = served
+    add = _xsq("floor", "robots", "add", "r1", "--data-dir", str(data))
+    assert add.returncode == 0, add.stderr
+    robot = add.stdout.strip()
+    reader = _xsq("floor", "readers", "add", "lead", "--data-dir", str(data)).stdout.strip()
+    assert robot.startswith("xsqrobot_") and robot not in add.stderr
+    status, _ = _request("POST", f"{url}{P}/robots/r1/heartbeats", robot, _hb("r1"))
+    assert status == 204
+    status, body = _request("PUT", f"{url}{P}/robots/r1/sessions/r1_0001", robot,
+                            _session("r1", 1))
+    assert status == 201 and body["episodes"] == 2
+    status, body = _request("GET", f"{url}{P}/episodes?task=fold%20towel", reader)
+    assert status == 200 and [e["outcome"] for e in body["items"]] == ["success"]
+    status, body = _request("GET", f"{url}{P}/episodes", robot)
+    assert status == 403
+    assert _xsq("floor", "robots", "revoke", "r1", "--data-dir", str(data)).returncode == 0
+    status, body = _request("POST", f"{url}{P}/robots/r1/heartbeats", robot, _hb("r1"))
+    assert status == 401
+    # The CLI against the service reads the same rows.
+    out = _xsq("floor", "episodes", "--floor", url, "--json", "--outcome", "failure",
+               env={"XSQ_FLOOR_TOKEN": reader})
+    assert out.returncode == 0, out.stderr
+    assert [e["task"] for e in json.loads(out.stdout)] == ["pick cup"]
