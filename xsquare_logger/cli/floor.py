@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import urllib.error
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise FloorCliError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return host.strip("[]"), int(port)
 
@@ -165,6 +166,10 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = _listen(args.listen)
     if args.sync_interval <= 0:
         raise FloorCliError(f"--sync-interval {args.sync_interval}: must be > 0 seconds")
+    # Bind before anything else, not inside uvicorn: a port in use is one line and exit 2,
+    # and the line printed below names the real port (also for --listen HOST:0).
+    sock = _bind(host, port)
+    port = sock.getsockname()[1]
     catalog = _catalog(args, args.stale_after)
     import uvicorn
 
@@ -186,13 +191,25 @@ def _serve(args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"xsq floor: serving http://{shown}:{port} (catalog {catalog.url})", flush=True)
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         stop.set()
+        sock.close()
         catalog.close()
-    if not server.started:
-        raise FloorCliError(f"cannot listen on {host}:{port} (in use, or not an address here)")
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        raise FloorCliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 # -- tokens -----------------------------------------------------------------------------------

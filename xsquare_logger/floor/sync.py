@@ -1,0 +1,97 @@
+"""``xsq floor sync``: make the catalog hold every session the bucket holds.
+
+The uploader writes ``session.json`` last, so a ``.../<session>/session.json``
+object marks a complete, verified session. Sync lists those markers through the
+upload backends (s3:// or file://, credentials exactly as the uploader reads them,
+never logged) and ingests each one the catalog lacks, or has with an upload state
+before "verified", as ``verified`` at that location. Reports lost on the way from a
+robot are thereby recovered, and running it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from xsquare_logger.config.upload import S3Config, UploadConfig
+from xsquare_logger.floor.catalog import Catalog
+from xsquare_logger.floor.catalog.core import UPLOAD_RANK
+from xsquare_logger.floor.protocol import SessionReport
+from xsquare_logger.session.manifest import MANIFEST_NAME, SessionManifest
+from xsquare_logger.upload.backends import Backend, open_backend, remote_url
+
+__all__ = ["SyncResult", "open_destination", "sync"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncResult:
+    markers: int = 0  # session.json objects found
+    added: int = 0
+    updated: int = 0
+    problems: list[str] = field(default_factory=list)  # one line per unreadable marker
+
+    def line(self) -> str:
+        text = (f"{self.markers} sessions in the bucket: {self.added} added, "
+                f"{self.updated} updated")
+        return text + (f", {len(self.problems)} unreadable" if self.problems else "")
+
+
+def open_destination(destination: str, s3: S3Config | None = None) -> Backend:
+    """The destination as the uploader opens it (``UploadConfig`` validates the URL)."""
+    try:
+        config = UploadConfig(destination=destination, s3=s3 or S3Config())
+    except ValidationError as exc:
+        from xsquare_logger.floor.catalog import CatalogError
+
+        msg = exc.errors()[0].get("msg", "invalid") if exc.errors() else "invalid"
+        raise CatalogError(f"--destination {destination!r}: {msg}") from None
+    return open_backend(config)
+
+
+def _markers(backend: Backend) -> list[str]:
+    prefix = f"{backend.prefix}/" if backend.prefix else ""
+    return sorted(
+        k for k in backend.list_keys(prefix)
+        if k == MANIFEST_NAME or k.endswith(f"/{MANIFEST_NAME}")
+    )
+
+
+def sync(catalog: Catalog, backend: Backend) -> SyncResult:
+    """One pass over the destination's markers; backend errors propagate (BackendError)."""
+    result = SyncResult()
+    for key in _markers(backend):
+        result.markers += 1
+        folder = key[: -len(MANIFEST_NAME)].rstrip("/")
+        session_id = folder.rsplit("/", 1)[-1]
+        remote = remote_url(backend.url, folder)
+        have = catalog.session_upload(session_id)
+        if have is not None and UPLOAD_RANK.get(have[0], 0) >= UPLOAD_RANK["verified"] and have[1]:
+            continue  # catalogued as uploaded already: no download
+        data = backend.get(key)
+        if data is None:
+            continue  # deleted between the listing and now
+        try:
+            manifest = SessionManifest.model_validate(json.loads(data))
+        except (ValueError, ValidationError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            result.problems.append(f"{remote}/{MANIFEST_NAME}: not a valid session.json: {first}")
+            continue
+        report = SessionReport(
+            manifest=manifest,
+            upload_state="verified",
+            remote=remote,
+            bytes=sum(f.size for f in manifest.files),
+        )
+        if catalog.ingest_session(report):
+            if have is None:
+                result.added += 1
+            else:
+                result.updated += 1
+    for line in result.problems:
+        log.warning("floor sync: %s", line)
+    return result
