@@ -171,6 +171,7 @@ def test_sync_adds_missing_sessions_and_is_idempotent(s3: LocalS3Server, tmp_pat
     p = xsq(*cmd, env=env)
     assert p.returncode == 0, p.stderr
     assert "5 sessions in the bucket: 3 added, 1 updated, 1 unreadable" in p.stdout
+    assert len(p.stderr.strip().splitlines()) == 1 and "junk/session.json" in p.stderr
     assert s3.secret_key not in p.stdout + p.stderr
     with Catalog(url) as c:
         for n, remote in enumerate(remotes):

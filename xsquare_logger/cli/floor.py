@@ -156,7 +156,10 @@ def _sync_loop(catalog: Any, backend: Any, interval: float, stop: threading.Even
 
     while not stop.is_set():
         try:
-            log.info("floor sync: %s", sync(catalog, backend).line())
+            result = sync(catalog, backend)
+            for line in result.problems:
+                log.warning("floor sync: %s", line)
+            log.info("floor sync: %s", result.line())
         except XsqError as exc:  # bucket or database down: try again next time
             log.warning("floor sync failed: %s", exc)
         stop.wait(interval)

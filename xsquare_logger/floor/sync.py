@@ -11,7 +11,6 @@ robot are thereby recovered, and running it again changes nothing.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -24,8 +23,6 @@ from xsquare_logger.session.manifest import MANIFEST_NAME, SessionManifest
 from xsquare_logger.upload.backends import Backend, open_backend, remote_url
 
 __all__ = ["SyncResult", "open_destination", "sync"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,6 +89,4 @@ def sync(catalog: Catalog, backend: Backend) -> SyncResult:
                 result.added += 1
             else:
                 result.updated += 1
-    for line in result.problems:
-        log.warning("floor sync: %s", line)
-    return result
+    return result  # problems are the caller's to show (CLI: stderr; service: the log)
