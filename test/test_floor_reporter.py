@@ -39,21 +39,26 @@ class Floor:
         self.requests: list[dict[str, object]] = []
         self.status = 200
         self.detail = ""
+        self.accept = ""  # when set: 200 for this token, 401 for any other
         floor = self
 
         class Handler(BaseHTTPRequestHandler):
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = floor.status
+                if floor.accept:
+                    status = 200 if self.headers.get("Authorization") == \
+                        f"Bearer {floor.accept}" else 401
                 floor.requests.append({
                     "method": self.command,
                     "path": self.path,
                     "auth": self.headers.get("Authorization"),
                     "type": self.headers.get("Content-Type"),
                     "body": json.loads(body) if body else None,
-                    "status": floor.status,
+                    "status": status,
                 })
                 reply = json.dumps({"detail": floor.detail or "ok"}).encode()
-                self.send_response(floor.status)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
@@ -372,3 +377,28 @@ def test_an_outbox_that_cannot_be_created_is_a_one_line_error(tmp_path: Path) ->
     with pytest.raises(FloorConfigError, match="cannot create the floor outbox"):
         FloorReporter(FloorConfig(url="http://127.0.0.1:9"), ROBOT, tmp_path / "file" / "x",
                       token=TOKEN)
+
+
+def test_a_token_file_fixed_while_running_is_read_again_after_a_401(
+    floor: Floor, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XSQ_FLOOR_TOKEN", raising=False)
+    token_file = tmp_path / "token"
+    token_file.write_text("old-revoked-token\n")
+    floor.accept = TOKEN
+    config = FloorConfig(url=floor.url, token_file=token_file)
+    rep = FloorReporter(config, ROBOT, tmp_path / "outbox", backoff_initial=0.05, backoff_max=0.2)
+    caplog.set_level(logging.DEBUG)
+    rep.start()
+    try:
+        rep.report(report("s1"))
+        wait_for(lambda: floor.requests, "a refused attempt")
+        assert rep.pending() and floor.requests[0]["status"] == 401
+        token_file.write_text(TOKEN + "\n")  # the operator put the new token in place
+        wait_for(lambda: floor.sessions(), "the report sent with the new token")
+    finally:
+        rep.stop()
+    assert floor.sessions()[0]["auth"] == f"Bearer {TOKEN}" and rep.pending() == []
+    assert any("token changed" in r.getMessage() for r in caplog.records)
+    for record in caplog.records:
+        assert TOKEN not in record.getMessage() and "old-revoked" not in record.getMessage()

@@ -213,7 +213,9 @@ class FloorReporter:
     """Sends heartbeats and spooled session reports to the floor service.
 
     ``heartbeat`` builds the current heartbeat (called on the reporter's thread).
-    ``token`` defaults to :func:`load_token`. ``backoff_initial``/``backoff_max``
+    ``token`` defaults to :func:`load_token`; with ``reload_token`` (or no ``token``)
+    a refused token is read again from its source before the next attempt, so a
+    token file fixed on a running robot is picked up. ``backoff_initial``/``backoff_max``
     bound the jittered exponential backoff while the floor does not answer.
     """
 
@@ -225,6 +227,7 @@ class FloorReporter:
         heartbeat: Callable[[], Heartbeat] | None = None,
         *,
         token: str | None = None,
+        reload_token: bool = False,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
     ) -> None:
@@ -235,6 +238,8 @@ class FloorReporter:
         self.outbox = outbox
         self._heartbeat = heartbeat
         self._token = token if token is not None else load_token(config)
+        self._reload_token = reload_token or token is None
+        self._old_tokens: list[str] = []
         self._base = f"{config.url}{API_PREFIX}/robots/{quote(robot_id, safe='')}"
         self._opener = urllib.request.build_opener(
             # The floor is on the site network: proxy variables meant for the internet
@@ -434,7 +439,9 @@ class FloorReporter:
 
     def _scrub(self, text: str) -> str:
         # Whatever a server or a proxy echoes back, the token does not reach the log.
-        return text.replace(self._token, "<token>")[:500]
+        for token in (self._token, *self._old_tokens):
+            text = text.replace(token, "<token>")
+        return text[:500]
 
     def _judge(self, answer: _Answer, what: str) -> Verdict:
         verdict = _verdict(answer.status)
@@ -454,7 +461,7 @@ class FloorReporter:
             hint = "revoked or wrong token?" if answer.status == 401 else "not this robot's token?"
             self._note("auth", f"floor refused the robot token{code}: {hint} ({answer.detail}); "
                        "session reports are kept until it is fixed")
-            self._back_off(slow=True)
+            self._back_off(slow=not self._token_changed())
         elif verdict == "config":
             self._note("config", f"floor.url {self.config.url} is not a floor API{code}: "
                        f"{answer.detail}; session reports are kept")
@@ -464,6 +471,24 @@ class FloorReporter:
                        "retrying with backoff, session reports are kept")
             self._back_off(slow=False)
         return verdict
+
+    def _token_changed(self) -> bool:
+        """After a refusal: read the token again (it may have been fixed meanwhile)."""
+        if not self._reload_token:
+            return False
+        try:
+            token = load_token(self.config)
+        except FloorConfigError as exc:
+            self._note("token", f"floor token not reread: {exc}")
+            return False
+        if token == self._token:
+            return False
+        self._old_tokens.append(self._token)
+        self._token = token
+        self._problem = ""  # a refusal of the new token is news: say it again
+        self._failures = 0
+        log.info("floor: the robot token changed; retrying with the new one")
+        return True
 
     def _note(self, key: str, message: str, exc_info: bool = False) -> None:
         if self._problem != key:

@@ -201,7 +201,12 @@ def start_floor_reporter(
         )
 
     reporter = FloorReporter(
-        cfg.floor, cfg.robot_id, outbox_dir(cfg.floor, cfg.data_root), heartbeat, token=token
+        cfg.floor,
+        cfg.robot_id,
+        outbox_dir(cfg.floor, cfg.data_root),
+        heartbeat,
+        token=token,
+        reload_token=True,
     )
 
     def closed(manifest: SessionManifest) -> None:
