@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from mcap.reader import make_reader
 from rclpy.serialization import serialize_message
 from support import known
@@ -89,13 +90,14 @@ def known_string(text: str) -> object:
 TOKEN = "robot-tok-9f8e7d6c5b4a39281706"
 
 
-def _stack(procs, env, tmp_path: Path, floor_url: str, *extra: str):  # type: ignore[no-untyped-def]
+def _stack(procs, env, tmp_path: Path, floor_url: str, *extra: str,  # type: ignore[no-untyped-def]
+           token: str = TOKEN):
     import re
 
     from xsquare_logger.link.keys import KeyStore
     from xsquare_logger.tablet.client import TabletClient
 
-    env = dict(env, ROS_DOMAIN_ID="63", XSQ_FLOOR_TOKEN=TOKEN)
+    env = dict(env, ROS_DOMAIN_ID="63", XSQ_FLOOR_TOKEN=token)
     keys = tmp_path / "keys"
     store = KeyStore(keys)
     store.init_robot()
@@ -227,3 +229,118 @@ def test_xsq_run_with_a_floor_but_no_token_refuses_to_start(tmp_path: Path) -> N
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "xsq run: floor.url is set but no robot token: set floor.token_file or $XSQ_FLOOR_TOKEN"]
+
+
+# -- against the real floor service (floor/api.py + catalog on SQLite) ----------------------
+
+
+class FloorService:
+    """The real service app (``create_app``) served by uvicorn on 127.0.0.1 in this process."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        import threading
+
+        import uvicorn
+        from support.localserver import free_port
+
+        from xsquare_logger.floor.api import create_app
+        from xsquare_logger.floor.catalog import Catalog
+
+        self.catalog = Catalog(f"sqlite:///{tmp_path / 'floor.db'}")
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(create_app(self.catalog, dashboard=None), host="127.0.0.1",
+                                port=port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._thread.start()
+        from test_floor_reporter import wait_for
+
+        wait_for(lambda: self.server.started, "uvicorn started")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        self.catalog.close()
+
+
+def _service(tmp_path: Path) -> FloorService:
+    pytest.importorskip("xsquare_logger.floor.api", reason="floor service not installed")
+    return FloorService(tmp_path)
+
+
+def test_xsq_run_episodes_reach_the_real_floor_catalog(procs, env, tmp_path: Path) -> None:
+    from test_floor_reporter import wait_for
+
+    service = _service(tmp_path)
+    try:
+        token = service.catalog.add_robot("fbot")
+        token_file = tmp_path / "floor-token"
+        token_file.write_text(token + "\n")
+        # The token from the file ($XSQ_FLOOR_TOKEN empty = not set).
+        stack, client, data, env = _stack(procs, env, tmp_path, service.url,
+                                          "--set", f"floor.token_file={token_file}", token="")
+        try:
+            session_id = _visit(procs, env, client)
+            client.end_task("success")
+            client.start_task("arrange shoes")
+            client.end_task("failure")
+            wait_for(lambda: (t := service.catalog.robot("fbot")) is not None
+                     and t.last_heartbeat is not None
+                     and t.last_heartbeat.session_id == session_id, "a recording heartbeat")
+            client.stop_visit()
+
+            def verified() -> bool:
+                page = service.catalog.episodes()
+                return len(page.items) == 2 and all(
+                    e.upload_state == "verified" for e in page.items)
+
+            wait_for(verified, "both episodes catalogued with the verified upload", 60)
+        finally:
+            client.close()
+            assert stack.stop() == 0, stack.stderr()
+        rows = service.catalog.episodes().items
+        assert [(e.robot_id, e.session_id, e.episode_index, e.task, e.outcome, e.operator)
+                for e in rows] == [
+            ("fbot", session_id, 0, "fold towel", "success", "op-12"),
+            ("fbot", session_id, 1, "arrange shoes", "failure", "op-12")]
+        assert all(e.remote.startswith("file://") and e.end_ns for e in rows)
+        assert [e.lost for e in rows] == [{}, {}]
+        assert token not in stack.stderr() + stack.stdout()
+        assert list((data / ".floor-outbox").iterdir()) == []
+    finally:
+        service.stop()
+
+
+def test_a_revoked_robot_keeps_its_reports_until_a_new_token_is_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from test_floor_reporter import report, wait_for
+
+    from xsquare_logger.config.floor import FloorConfig
+    from xsquare_logger.floor.reporter import FloorReporter
+
+    service = _service(tmp_path)
+    try:
+        token_file = tmp_path / "floor-token"
+        token_file.write_text(service.catalog.add_robot("humanoid-07"))
+        service.catalog.revoke_robot("humanoid-07")
+        config = FloorConfig(url=service.url, token_file=token_file)
+        rep = FloorReporter(config, "humanoid-07", tmp_path / "outbox",
+                            backoff_initial=0.05, backoff_max=0.2)
+        rep.start()
+        try:
+            rep.report(report("humanoid-07_s1"))
+            wait_for(lambda: any("refused the robot token (401)" in r.getMessage()
+                                 for r in caplog.records), "the 401 of the revoked token")
+            assert len(rep.pending()) == 1
+            assert service.catalog.session("humanoid-07_s1") is None
+            token_file.write_text(service.catalog.add_robot("humanoid-07"))  # re-admitted
+            wait_for(lambda: not rep.pending(), "the kept report delivered with the new token")
+        finally:
+            rep.stop()
+        detail = service.catalog.session("humanoid-07_s1")
+        assert detail is not None and detail.robot_id == "humanoid-07"
+        assert [e.lost for e in detail.episode_rows] == [{"/camera/head/image_raw": 3}]
+    finally:
+        service.stop()
