@@ -402,7 +402,8 @@
     window.addEventListener("hashchange", () => {
       if (!/token=/.test(location.hash)) return;
       takeTokenFromHash();
-      start(localStorage.getItem(TOKEN_KEY) || "");
+      const t = localStorage.getItem(TOKEN_KEY);
+      if (t) start(t);
     });
 
     takeTokenFromHash();
