@@ -3,7 +3,10 @@
 #
 #   1. a FRESH venv; `pip install -c constraints.txt '<copy of the repo>[ros-wheels]'`
 #      (plain install, no -e, no requirements.txt: setup.py's dependencies only, next to
-#      the ROS 2 PyPI wheels); every xsquare_logger module must import from it
+#      the ROS 2 PyPI wheels); every xsquare_logger module must import from it, except
+#      the floor service's, which may miss only what the [floor] extra provides; then
+#      `xsq floor serve` must say so in one line (exit 2); then with '.[floor]' every
+#      module imports
 #   2. the Docker image's pins (docker/image_constraints.py: Ubuntu 24.04's numpy/PyYAML)
 #      must resolve for Python 3.12 on x86_64 and aarch64 (pip --dry-run; no Docker here)
 #   3. msg/ built into the venv (scripts/build_msgs.sh; its build tools are the
@@ -63,27 +66,55 @@ pipq install -q -c "$SRC/constraints.txt" "$SRC[ros-wheels]"
 PY="$VENV/bin/python"
 XSQ="$VENV/bin/xsq"
 
-say "import every module of the installed package"
-(cd "$WORK" && "$PY" - <<'EOF'
+# import_all [floor]: import every module of the installed package. With "floor", a module
+# of xsquare_logger.floor may miss only what the [floor] extra provides.
+import_all() {
+  (cd "$WORK" && EXTRA_OK="${1:-}" "$PY" - <<'EOF'
 import importlib
+import os
 import pkgutil
 import sys
 
 import xsquare_logger
 
+# Import names of the [floor] extra (setup.py) and what it pulls in.
+FLOOR = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "mako"}
+extra_ok = os.environ.get("EXTRA_OK") == "floor"
 assert xsquare_logger.__file__.startswith(sys.prefix), xsquare_logger.__file__
-bad = []
+bad, optional = [], []
 for mod in pkgutil.walk_packages(xsquare_logger.__path__, "xsquare_logger."):
     try:
         importlib.import_module(mod.name)
     except ModuleNotFoundError as exc:
-        # Built from msg/ in step 3, not a pip dependency.
-        if not (exc.name or "").startswith("xsquare_logger_msgs"):
-            bad.append(f"{mod.name}: {exc}")
-print(f"imported {xsquare_logger.__name__} from {xsquare_logger.__file__}")
+        top = (exc.name or "").split(".")[0]
+        if top == "xsquare_logger_msgs":
+            continue  # built from msg/ in step 3, not a pip dependency
+        if extra_ok and mod.name.startswith("xsquare_logger.floor.") and top in FLOOR:
+            optional.append(mod.name)
+            continue
+        bad.append(f"{mod.name}: {exc}")
+note = f" ({len(optional)} floor-service modules need [floor])" if optional else ""
+print(f"imported {xsquare_logger.__name__} from {xsquare_logger.__file__}{note}")
 sys.exit("\n".join(bad) if bad else 0)
 EOF
-) || fail "a module does not import from a plain install"
+  )
+}
+
+say "import every module of the installed package (the floor service's need [floor])"
+import_all floor || fail "a module does not import from a plain install"
+say "xsq floor serve without the [floor] extra: one line, exit 2"
+rc=0
+"$XSQ" floor serve --data-dir "$WORK/floor" --listen 127.0.0.1:0 \
+  >"$WORK/floor.out" 2>"$WORK/floor.err" </dev/null || rc=$?
+[[ $rc -eq 2 ]] || { cat "$WORK/floor.err" >&2; fail "xsq floor serve without [floor] exited $rc, not 2"; }
+if [[ $(wc -l <"$WORK/floor.err") -ne 1 ]] || ! grep -qF "xsquare_logger[floor]" "$WORK/floor.err"; then
+  cat "$WORK/floor.err" >&2; fail "xsq floor serve without [floor]: not one line naming the extra"
+fi
+say "   $(cat "$WORK/floor.err")"
+say "pip install -c constraints.txt '.[ros-wheels,floor]'"
+pipq install -q -c "$SRC/constraints.txt" "$SRC[ros-wheels,floor]"
+say "import every module, the floor service's included"
+import_all || fail "a module does not import with the [floor] extra"
 "$RUNNER" -m pip --python "$VENV/bin/python" check || fail "pip check"
 
 if [[ "${IMAGE_PINS:-1}" == 1 ]]; then
