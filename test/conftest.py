@@ -1,4 +1,5 @@
-"""Shared fixtures: isolated ROS environments and real recorder/publisher processes."""
+"""Shared fixtures: isolated ROS environments, real recorder/publisher processes and a
+throwaway PostgreSQL cluster (``postgres_url``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.postgres import PostgresCluster, PostgresNotFound, find_bindir
 from support.procs import ros_env, start, stop
 
 TEST_DIR = Path(__file__).parent
@@ -99,3 +101,39 @@ def xsq(
 def pymcap_doctor(path: Path) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("pymcap-cli")
     return subprocess.run([str(exe), "doctor", str(path)], capture_output=True, text=True)
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+#: Set to 1 (CI does) to fail, not skip, the PostgreSQL tests when no server is installed.
+REQUIRE_POSTGRES = "XSQ_REQUIRE_POSTGRES"
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One cluster for the whole run (started on first use, removed at the end)."""
+    try:
+        bindir = find_bindir()
+        cluster = PostgresCluster(bindir)
+    except PostgresNotFound as exc:
+        if os.environ.get(REQUIRE_POSTGRES) == "1":
+            pytest.fail(f"{REQUIRE_POSTGRES}=1 but {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    with cluster:
+        yield cluster
+
+
+_next_db = [0]
+
+
+@pytest.fixture
+def postgres_url(
+    postgres_cluster: PostgresCluster, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh, empty database of its own for each test (dropped afterwards)."""
+    _next_db[0] += 1
+    stem = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower())[:40].strip("_")
+    name = f"t{_next_db[0]}_{stem}"
+    url = postgres_cluster.create_database(name)
+    yield url
+    postgres_cluster.drop_database(name)

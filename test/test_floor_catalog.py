@@ -1,5 +1,5 @@
-"""The floor catalog on a real database: SQLite always, PostgreSQL when the cluster fixture
-(test/support/postgres.py, ``postgres_url``) is available.
+"""The floor catalog on a real database: SQLite, and PostgreSQL in a throwaway cluster
+(test/support/postgres.py via the conftest ``postgres_url`` fixture).
 
 Also the sample data the API and CLI tests share (``make_report``).
 """
@@ -83,21 +83,14 @@ class Clock:
         return self.now
 
 
-def _postgres_or_skip(request: pytest.FixtureRequest) -> str:
-    try:
-        base = request.getfixturevalue("postgres_url")
-    except pytest.FixtureLookupError:
-        pytest.skip("no postgres_url fixture (test/support/postgres.py) in this tree yet")
-    from support.postgres import fresh_database  # type: ignore[import-not-found]
-
-    return str(fresh_database(base))
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each catalog test runs on SQLite and on a fresh database of the real PostgreSQL
+    cluster (conftest ``postgres_url``: skipped where no server is installed, failed then
+    under XSQ_REQUIRE_POSTGRES=1)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/floor.db"
-    return _postgres_or_skip(request)
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture
