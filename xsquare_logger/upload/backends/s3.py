@@ -19,7 +19,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import botocore.auth
 import botocore.session
@@ -46,7 +46,7 @@ from xsquare_logger.upload.backends import (
 )
 from xsquare_logger.upload.throttle import Aborted, ThrottledBody, TokenBucket
 
-__all__ = ["S3Backend", "load_credentials_file"]
+__all__ = ["RangeRead", "S3Backend", "load_credentials_file"]
 
 META_SHA256 = "sha256"  # stored as x-amz-meta-sha256
 
@@ -120,6 +120,20 @@ def load_credentials_file(path: Path, profile: str) -> dict[str, str]:
     if sec.get("aws_session_token"):
         creds["aws_session_token"] = sec["aws_session_token"].strip()
     return creds
+
+
+class RangeRead(NamedTuple):
+    """What one ranged GET returned."""
+
+    data: bytes  # exactly the bytes asked for (fewer only at the end of the object)
+    size: int  # the whole object's size, from Content-Range
+    transferred: int  # body bytes the server sent (more than asked if it ignored Range)
+
+
+def _range_total(content_range: str | None) -> int | None:
+    """Object size of a ``bytes START-END/TOTAL`` Content-Range (None: absent or ``*``)."""
+    total = (content_range or "").rpartition("/")[2]
+    return int(total) if total.isdigit() else None
 
 
 def _unquote(etag: str | None) -> str:
@@ -377,3 +391,25 @@ class S3Backend:
             raise self._error(exc, f"download of {key}") from None
         except Exception as exc:
             raise self._error(exc, f"download of {key}") from None
+
+    def get_range(self, key: str, start: int, end: int) -> RangeRead:
+        """Bytes ``start`` .. ``end - 1`` of an object by one ranged GET (readers of the
+        bucket: ``export/remote.py``); :class:`PermanentError` if there is no such object."""
+        what = f"download of bytes {start}-{end - 1} of {key}"
+        try:
+            r = self._client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+            )
+            body = bytes(r["Body"].read())
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                raise PermanentError(
+                    f"{what} at {self.endpoint} (bucket {self.bucket}): no such object"
+                ) from None
+            raise self._error(exc, what) from None
+        except Exception as exc:
+            raise self._error(exc, what) from None
+        total = _range_total(r.get("ContentRange"))
+        if total is None:  # a server that ignores Range sends the whole object (200)
+            return RangeRead(body[start:end], len(body), len(body))
+        return RangeRead(body, total, len(body))

@@ -1,0 +1,305 @@
+"""Sessions in S3 read in place: only the bytes an export needs, by ranged GETs.
+
+An export reads each MCAP file through ``mcap``'s ``SeekingReader``: the magic at the
+start, the footer and summary at the end, then only the chunks whose chunk index time
+range overlaps the episode (``iter_messages(starting_at=..., ending_at=...)``). Over S3
+each of those reads is a ranged GET. :class:`RangedObject` is the seekable file the
+reader gets: it turns the reader's many small reads (1- and 8-byte record fields) into
+few requests with a read-ahead window that grows while reads run on, fetches the tail of
+the object at once when a read lands near the end (footer + summary in one GET), fetches
+big reads (chunk bodies) exactly, keeps a bounded cache of what it fetched, and counts
+requests and bytes.
+
+``open_remote_session("s3://BUCKET/PREFIX/<robot>/<day>/<session>")`` reads the
+``session.json`` commit marker (the uploader writes it last, so without it the session is
+not complete), checks that every file it lists is in the bucket and opens files on demand.
+Its S3 client is the uploader's (:class:`~xsquare_logger.upload.backends.s3.S3Backend`):
+the same credentials chain, TLS settings and one-line errors
+(:class:`~xsquare_logger.upload.backends.BackendError`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import deque
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from xsquare_logger.config.upload import S3Config
+from xsquare_logger.errors import one_line
+from xsquare_logger.export import ExportError
+from xsquare_logger.session.manifest import MANIFEST_NAME, FileEntry, SessionManifest
+from xsquare_logger.upload.backends.s3 import S3Backend
+
+__all__ = ["RangedObject", "RemoteSession", "RemoteSessionError", "open_remote_session"]
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class RemoteSessionError(ExportError):
+    """The S3 location is not a complete, committed session (or a file of it changed)."""
+
+
+class RangedObject(io.BufferedIOBase):
+    """A read-only, seekable binary file over one S3 object, read by ranged GETs.
+
+    A buffered file (``read(n)`` returns ``n`` bytes unless the object ends), not an
+    ``io.RawIOBase``: ``mcap``'s StreamReader wraps a raw file in a ``BufferedReader``
+    that reads 8 KiB ahead and closes the file when it is dropped.
+
+    A read that misses the cache fetches ``readahead`` bytes from there (doubling, up to
+    ``max_readahead``, while each miss starts where the previous fetch ended); a read of
+    at least the current window is fetched exactly (no waste after a chunk body); a miss
+    within the last ``tail`` bytes fetches the whole tail. Fetched blocks stay cached
+    (oldest dropped beyond ``cache_bytes``), so a second reader of the same object (or
+    the next episode) does not fetch the summary again.
+
+    Counters: ``requests`` (GETs and the HEAD when ``size`` was not given),
+    ``bytes_fetched`` (response bodies), ``ranges`` (``(start, end)`` of every GET).
+
+    Not thread-safe (a file object); botocore's client underneath is.
+    """
+
+    def __init__(
+        self,
+        backend: S3Backend,
+        key: str,
+        size: int | None = None,
+        *,
+        readahead: int = 16 * KIB,
+        max_readahead: int = 256 * KIB,
+        tail: int = 64 * KIB,
+        cache_bytes: int = 8 * MIB,
+    ) -> None:
+        super().__init__()
+        self._backend = backend
+        self.key = key
+        self.requests = 0
+        self.bytes_fetched = 0
+        self.ranges: list[tuple[int, int]] = []
+        if size is None:
+            head = backend.head(key)
+            self.requests += 1
+            if head is None:
+                raise RemoteSessionError(f"{self.name}: no such object")
+            size = head.size
+        self.size = size
+        self._size_checked = False
+        self._pos = 0
+        self._readahead = max(1, readahead)
+        self._max_readahead = max(self._readahead, max_readahead)
+        self._window = self._readahead
+        self._tail = tail
+        self._cache_bytes = cache_bytes
+        self._blocks: deque[tuple[int, bytes]] = deque()  # (start offset, bytes), oldest first
+        self._cached = 0
+        self._last_end = -1  # end offset of the latest fetch
+
+    @property
+    def name(self) -> str:
+        return f"s3://{self._backend.bucket}/{self.key}"
+
+    # -- io.BufferedIOBase -----------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._checkClosed()
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def read1(self, size: int | None = -1) -> bytes:
+        return self.read(size)
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes from the position (all of them unless the object ends)."""
+        self._checkClosed()
+        start = self._pos
+        end = self.size if size is None or size < 0 else min(self.size, start + size)
+        if end <= start:
+            return b""
+        pieces: list[bytes] = []
+        pos = start
+        while pos < end:
+            block = self._find(pos) or self._fetch(pos, end)
+            block_start, data = block
+            piece = data[pos - block_start : end - block_start]
+            if not piece:  # the object is shorter than its size said: stop, as at EOF
+                break
+            pieces.append(piece)
+            pos += len(piece)
+        self._pos = pos
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def close(self) -> None:
+        self._blocks.clear()
+        self._cached = 0
+        super().close()
+
+    # -- fetching ---------------------------------------------------------------------------
+    def _find(self, pos: int) -> tuple[int, bytes] | None:
+        for block in reversed(self._blocks):  # the newest block is the likeliest
+            if block[0] <= pos < block[0] + len(block[1]):
+                return block
+        return None
+
+    def _fetch(self, pos: int, end: int) -> tuple[int, bytes]:
+        self._window = (
+            min(self._window * 2, self._max_readahead) if pos == self._last_end
+            else self._readahead
+        )
+        if end - pos >= self._window:
+            start, stop = pos, end  # a chunk body: exactly what the reader asked for
+        elif self.size - pos <= self._tail:
+            start, stop = max(0, self.size - self._tail), self.size  # footer + summary
+        else:
+            start, stop = pos, min(self.size, pos + self._window)
+        got = self._backend.get_range(self.key, start, stop)
+        self.requests += 1
+        self.bytes_fetched += got.transferred
+        self.ranges.append((start, start + len(got.data)))
+        if not self._size_checked:
+            if got.size != self.size:
+                raise RemoteSessionError(
+                    f"{self.name}: the object holds {got.size} bytes, session.json says "
+                    f"{self.size} (changed since the upload?)"
+                )
+            self._size_checked = True
+        self._last_end = stop
+        block = (start, got.data)
+        self._blocks.append(block)
+        self._cached += len(got.data)
+        while len(self._blocks) > 1 and self._cached > self._cache_bytes:
+            self._cached -= len(self._blocks.popleft()[1])
+        return block
+
+
+@dataclass
+class RemoteSession:
+    """A committed session in S3: its manifest, its MCAP files and a way to open each.
+
+    Not picklable (it holds a botocore client): a worker process opens the session
+    again from ``url`` (one GET of session.json and one listing).
+    """
+
+    url: str  # s3://BUCKET/PREFIX/.../<session>
+    manifest: SessionManifest
+    files: list[FileEntry]  # the MCAP files, in recording order
+    backend: S3Backend
+    requests: int = 0  # marker GET and listing
+    bytes_fetched: int = 0
+    opened: list[RangedObject] = field(default_factory=list)
+
+    def open(self, file: FileEntry | str, **options: int) -> RangedObject:
+        """One MCAP file (its entry or name) as a seekable file; ``options`` tune
+        :class:`RangedObject` (``readahead``, ``max_readahead``, ``tail``, ``cache_bytes``)."""
+        name = file if isinstance(file, str) else file.path
+        entry = next((f for f in self.files if f.path == name), None)
+        if entry is None:
+            raise RemoteSessionError(f"{self.url}: session.json lists no MCAP file {name!r}")
+        obj = RangedObject(self.backend, f"{self.backend.prefix}/{name}", entry.size, **options)
+        self.opened.append(obj)
+        return obj
+
+    def files_overlapping(self, start_ns: int, end_ns: int) -> list[FileEntry]:
+        """The files that may hold a message with ``start_ns <= log_time <= end_ns``."""
+        return [
+            f for f in self.files
+            if f.message_count > 0 and f.start_ns <= end_ns and f.end_ns >= start_ns
+        ]
+
+    @property
+    def total_requests(self) -> int:
+        """Every request so far: marker, listing and the opened files' GETs."""
+        return self.requests + sum(o.requests for o in self.opened)
+
+    @property
+    def total_bytes_fetched(self) -> int:
+        return self.bytes_fetched + sum(o.bytes_fetched for o in self.opened)
+
+
+def _session_url(url: str) -> str:
+    """``s3://BUCKET/PATH/<session>`` without trailing ``/`` or ``/session.json``."""
+    if not url.startswith("s3://"):
+        raise RemoteSessionError(f"{url}: not an s3:// session URL (s3://BUCKET/PATH/SESSION)")
+    path = url[len("s3://") :].strip("/")
+    if path.endswith("/" + MANIFEST_NAME):
+        path = path[: -len(MANIFEST_NAME) - 1]
+    bucket, _, prefix = path.partition("/")
+    if not bucket or not prefix.strip("/"):
+        raise RemoteSessionError(
+            f"{url}: names no session folder (want s3://BUCKET/PATH/SESSION)"
+        )
+    return f"s3://{bucket}/{prefix.strip('/')}"
+
+
+def open_remote_session(url: str, s3: S3Config | None = None) -> RemoteSession:
+    """Open a committed session in S3 for reading (two requests: marker GET, listing).
+
+    ``s3`` carries endpoint, region, credentials file and TLS settings as for the
+    uploader (default: all from the environment, e.g. ``AWS_ENDPOINT_URL_S3``).
+
+    Raises:
+        RemoteSessionError: not an s3:// URL, no such session, no session.json (not
+            committed: upload incomplete or in progress), an invalid or unclosed
+            session.json, or files it lists missing from the bucket.
+        BackendError: the server refused or failed (no such bucket, wrong credentials,
+            no network), one line naming the endpoint, bucket and key.
+    """
+    canonical = _session_url(url)
+    backend = S3Backend(canonical, s3 or S3Config())
+    marker_key = f"{backend.prefix}/{MANIFEST_NAME}"
+    data = backend.get(marker_key)
+    requests, fetched = 1, len(data or b"")
+    stored = {k[len(backend.prefix) + 1 :] for k in backend.list_keys(backend.prefix + "/")}
+    requests += 1
+    if data is None:
+        if not stored:
+            raise RemoteSessionError(f"{canonical}: no such session (nothing stored there)")
+        raise RemoteSessionError(
+            f"{canonical}: not committed: no {MANIFEST_NAME} (the upload is incomplete or "
+            f"still running; the uploader writes it last)"
+        )
+    try:
+        manifest = SessionManifest.model_validate(json.loads(data))
+    except (ValueError, ValidationError) as exc:
+        raise RemoteSessionError(
+            f"{canonical}/{MANIFEST_NAME}: not a valid session manifest: {one_line(exc)[:200]}"
+        ) from None
+    if manifest.state not in ("closed", "recovered"):
+        raise RemoteSessionError(
+            f"{canonical}: session.json says state {manifest.state!r}, not a closed session"
+        )
+    files = [f for f in manifest.files if f.path.endswith(".mcap")]
+    missing = [f.path for f in files if f.path not in stored]
+    if missing:
+        raise RemoteSessionError(
+            f"{canonical}: incomplete: {', '.join(missing)} listed in {MANIFEST_NAME} "
+            "but not in the bucket"
+        )
+    return RemoteSession(canonical, manifest, files, backend, requests, fetched)
