@@ -33,6 +33,7 @@ __all__ = [
     "SessionRow",
     "StreamCounts",
     "UploadState",
+    "session_bytes",
 ]
 
 #: Every resource lives below this path (the version is in the path, not a header).
@@ -75,6 +76,15 @@ class Heartbeat(_Wire):
     config_digest: str = ""
 
 
+def session_bytes(manifest: SessionManifest) -> int:
+    """A session's size as the floor catalogues it: its data files, as session.json lists them.
+
+    The one definition for the robot's report and for sync, which sees only the bucket's
+    session.json: a session gets the same number whichever way it reached the catalog.
+    """
+    return sum(f.size for f in manifest.files)
+
+
 class SessionReport(_Wire):
     """A session and its episodes: sent when it closes, and again once uploaded.
 
@@ -88,7 +98,9 @@ class SessionReport(_Wire):
     remote: str = Field(
         "", description="Location at the destination, e.g. s3://bucket/prefix/robot/day/id."
     )
-    bytes: int = Field(0, ge=0, description="Sum of the session's file sizes.")
+    bytes: int = Field(
+        0, ge=0, description="Sum of manifest.files[].size (session_bytes); 0: the floor sums them."
+    )
 
 
 # -- what readers (dashboard, engineers, training jobs) get back ---------------------------

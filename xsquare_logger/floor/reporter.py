@@ -42,6 +42,7 @@ from xsquare_logger.floor.protocol import (
     SessionReport,
     StreamCounts,
     UploadState,
+    session_bytes,
 )
 from xsquare_logger.recording.control import RecordingStatus
 from xsquare_logger.session.fsutil import atomic_write
@@ -101,17 +102,6 @@ def outbox_dir(config: FloorConfig, data_root: Path) -> Path:
     return config.outbox_dir if config.outbox_dir is not None else data_root / ".floor-outbox"
 
 
-def _dir_bytes(directory: Path) -> int:
-    total = 0
-    for path in directory.rglob("*"):
-        try:
-            if path.is_file():
-                total += path.stat().st_size
-        except OSError:  # a file removed while we walk (retention) simply does not count
-            continue
-    return total
-
-
 def build_session_report(
     session_dir: Path,
     upload_state: UploadState = "pending",
@@ -120,8 +110,8 @@ def build_session_report(
 ) -> SessionReport:
     """The report of one session from its directory (``session.json`` as written).
 
-    ``manifest`` is used only if session.json cannot be read. ``bytes`` is the sum
-    of the directory's file sizes (what the upload carries).
+    ``manifest`` is used only if session.json cannot be read. ``bytes`` is
+    :func:`session_bytes` (what sync computes from the bucket's copy too).
     """
     try:
         manifest = read_manifest(session_dir)
@@ -132,7 +122,7 @@ def build_session_report(
         manifest=manifest,
         upload_state=upload_state,
         remote=remote,
-        bytes=_dir_bytes(session_dir),
+        bytes=session_bytes(manifest),
     )
 
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from xsquare_logger.config.upload import S3Config, UploadConfig
 from xsquare_logger.floor.catalog import Catalog
 from xsquare_logger.floor.catalog.core import UPLOAD_RANK
-from xsquare_logger.floor.protocol import SessionReport
+from xsquare_logger.floor.protocol import SessionReport, session_bytes
 from xsquare_logger.session.manifest import MANIFEST_NAME, SessionManifest
 from xsquare_logger.upload.backends import Backend, open_backend, remote_url
 
@@ -82,7 +82,7 @@ def sync(catalog: Catalog, backend: Backend) -> SyncResult:
             manifest=manifest,
             upload_state="verified",
             remote=remote,
-            bytes=sum(f.size for f in manifest.files),
+            bytes=session_bytes(manifest),
         )
         if catalog.ingest_session(report):
             if have is None:

@@ -1,0 +1,38 @@
+"""A session reported by its robot and the same session found by `xsq floor sync` are
+catalogued identically (floor/protocol.py promises it; a training job or the
+dashboard must not see different numbers depending on how a session arrived).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from support.sample import make_session
+
+pytest.importorskip("xsquare_logger.floor.catalog", reason="the floor extra is not installed")
+
+from xsquare_logger.floor.catalog import Catalog
+from xsquare_logger.floor.reporter import build_session_report
+from xsquare_logger.floor.sync import open_destination, sync
+
+
+def test_robot_report_and_sync_catalogue_a_session_identically(tmp_path: Path) -> None:
+    session = make_session(tmp_path / "data", "r1", 300_000, max_file_bytes=120_000)
+    depot = tmp_path / "depot"
+    folder = depot / "r1" / "2026-05-28" / session.name
+    shutil.copytree(session, folder)  # what the uploader leaves at the destination
+    remote = f"file://{folder}"
+
+    with Catalog(f"sqlite:///{tmp_path}/robot.db") as reported, \
+            Catalog(f"sqlite:///{tmp_path}/synced.db") as synced:
+        reported.ingest_session(build_session_report(session, "verified", remote))
+        result = sync(synced, open_destination(f"file://{depot}"))
+        assert (result.added, result.problems) == (1, [])
+        a, b = reported.session(session.name), synced.session(session.name)
+        assert a is not None and b is not None
+        assert a.model_dump(exclude={"updated_ns"}) == b.model_dump(exclude={"updated_ns"})
+        # bytes: the session's data files, as its session.json lists them.
+        assert a.bytes == sum(f.size for f in a.files) == sum(
+            p.stat().st_size for p in session.glob("*.mcap"))
