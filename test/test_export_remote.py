@@ -11,6 +11,7 @@ ranges fetched are held against the chunk indexes of the local files.
 from __future__ import annotations
 
 import json
+import os
 import random
 import struct
 from collections.abc import Iterator
@@ -29,10 +30,13 @@ from xsquare_logger.config.model import LoggerConfig, RecordingConfig, apply_ove
 from xsquare_logger.config.upload import S3Config
 from xsquare_logger.errors import XsqError
 from xsquare_logger.export.remote import (
+    BlockCache,
     RangedObject,
     RemoteSessionError,
     open_remote_session,
+    open_session,
 )
+from xsquare_logger.export.source import LocalSession, SessionSource, iter_messages
 from xsquare_logger.session.counters import TopicStats
 from xsquare_logger.session.manifest import SessionManifest, TaskEntry
 from xsquare_logger.session.store import SessionWriter
@@ -93,11 +97,11 @@ def write_session(directory: Path) -> None:
     writer = SessionWriter(directory, manifest, config)
     topics = [("/camera/head/image_raw", "sensor_msgs/msg/Image"),
               ("/joint_states", "sensor_msgs/msg/JointState")]
-    index = []
-    for topic, type_name in topics:
+    index: list[int] = []
+    for name, type_name in topics:
         n = sum(1 for s in streams if s[1] == len(index))
-        stats = TopicStats(topic, type_name, received=n)
-        index.append(writer.add_topic(topic, type_name, [make_qos("reliable")], stats))
+        stats = TopicStats(name, type_name, received=n)
+        index.append(writer.add_topic(name, type_name, [make_qos("reliable")], stats))
     for log, topic, seq, data in streams:
         writer.write(index[topic], log, log, data, seq)
     writer.close("stopped", ended_ns=streams[-1][0])
@@ -200,12 +204,15 @@ def test_uploaded_session_opens_from_its_marker(bucket: Bucket) -> None:
     local = json.loads((bucket.session / "session.json").read_text())
     assert remote.manifest.session_id == bucket.session.name
     assert [t.task for t in remote.manifest.tasks] == [name for _i, name, _a, _b in EPISODES]
-    assert [f.path for f in remote.files] == [f["path"] for f in local["files"]]
+    assert [f.name for f in remote.files] == [f["path"] for f in local["files"]]
+    assert remote.sizes == {f["path"]: f["size"] for f in local["files"]}
     assert len(remote.files) == 2  # split at 4 s
+    assert remote.topics() == {"/camera/head/image_raw": "sensor_msgs/msg/Image",
+                               "/joint_states": "sensor_msgs/msg/JointState"}
     assert remote.total_requests == 2  # the marker and one listing: no MCAP byte yet
     # The same session by its marker's URL, or with a trailing slash.
-    assert open_remote_session(bucket.url + "/session.json", bucket.s3).url == bucket.url
-    assert open_remote_session(bucket.url + "/", bucket.s3).url == bucket.url
+    assert open_remote_session(bucket.url + "/session.json", bucket.s3).spec == bucket.url
+    assert open_remote_session(bucket.url + "/", bucket.s3).spec == bucket.url
 
 
 @pytest.mark.parametrize("episode", [0, 1, 2])
@@ -216,17 +223,18 @@ def test_episode_reads_equal_local_and_fetch_only_the_overlapping_chunks(
     task = remote.manifest.tasks[episode]
     assert task.end_ns is not None
     start, end = task.start_ns, task.end_ns
-    files = remote.files_overlapping(start, end)
+    files = [f for f in remote.files if f.overlaps(start, end)]
     assert files, "the episode lies in the session"
     if episode == 1:
         assert len(files) == 2  # 3 s .. 5 s spans the split at 4 s
-    total_size = sum(f.size for f in remote.files)
+    total_size = sum(remote.sizes.values())
     fetched_needed = 0
     for entry in files:
-        local_path = bucket.session / entry.path
+        local_path = bucket.session / entry.name
+        size = remote.sizes[entry.name]
         with open(local_path, "rb") as f:
             expected = rows(f, start, end)
-        obj = remote.open(entry)
+        obj = remote.open_ranged(entry.name)
         got = rows(obj, start, end)
         assert got == expected and len(got) > 100
 
@@ -235,41 +243,66 @@ def test_episode_reads_equal_local_and_fetch_only_the_overlapping_chunks(
         # and the whole summary were fetched ...
         for a, b in chunks:
             assert covered(obj.ranges, a + 9, b), f"chunk {a}..{b} not fetched: {obj.ranges}"
-        assert covered(obj.ranges, summary_start, entry.size)
+        assert covered(obj.ranges, summary_start, size)
         # ... and little else: per file at most the first read-ahead window at the magic
         # and the tail window before the summary (64 KiB), never a chunk that lies outside.
-        needed = [*chunks, (summary_start, entry.size), (0, 8)]
+        needed = [*chunks, (summary_start, size), (0, 8)]
         needed_bytes = sum(b - a for a, b in needed)
         extra = obj.bytes_fetched - sum(
             overlap(obj.ranges, a, b) for a, b in needed
         )
-        assert extra <= 16 * 1024 + 64 * 1024, (extra, obj.ranges)
-        assert obj.bytes_fetched <= needed_bytes + 80 * 1024
+        assert extra <= 4 * 1024 + 64 * 1024, (extra, obj.ranges)
+        assert obj.bytes_fetched <= needed_bytes + 68 * 1024
         # Few requests: two per chunk (its header fields, then the rest exactly), plus
         # the magic, the tail and a few for the summary.
         assert obj.requests <= 2 * len(chunks) + 6, obj.ranges
         fetched_needed += needed_bytes
     # A small fraction of the session: an episode of 1-2 s out of 8 s.
     assert remote.total_bytes_fetched < 0.4 * total_size
-    assert remote.total_bytes_fetched <= fetched_needed + len(files) * 80 * 1024
+    assert remote.total_bytes_fetched <= fetched_needed + len(files) * 68 * 1024 + 16 * 1024
 
 
-def test_second_reader_of_the_same_object_fetches_no_summary_again(bucket: Bucket) -> None:
+def test_next_episode_reopening_a_file_fetches_its_summary_once(bucket: Bucket) -> None:
+    """The exporter opens and closes a file per episode: the summary is fetched once."""
     remote = open_remote_session(bucket.url, bucket.s3)
-    obj = remote.open(remote.files[0])
-    assert make_reader(obj).get_summary() is not None
-    first = obj.requests
-    summary = make_reader(obj).get_summary()  # as the next episode's reader would
-    assert summary is not None and obj.requests == first
+    name = remote.files[0].name
+    with remote.open(name) as f:
+        assert make_reader(f).get_summary() is not None
+    first = remote.total_requests
+    with remote.open(name) as f:
+        summary = make_reader(f).get_summary()
+    assert summary is not None and remote.total_requests == first
+    assert remote.opened[0].closed and remote.opened[1].closed
+
+
+def test_session_from_the_environment_alone(
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `xsq export lerobot OUT s3://...` and its pool workers do: endpoint and
+    credentials from the AWS_* environment, no config."""
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in bucket.server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", bucket.server.endpoint)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    source: SessionSource = open_session(bucket.url)
+    task = source.manifest.tasks[0]
+    assert task.end_ns is not None
+    topics = ["/joint_states", "/camera/head/image_raw"]
+    got = list(iter_messages(source, topics, task.start_ns, task.end_ns))
+    local = list(iter_messages(LocalSession(bucket.session), topics, task.start_ns, task.end_ns))
+    assert got == local and len(got) == 200 + 30  # 1 s of joints at 200 Hz, camera at 30 Hz
 
 
 def test_ranged_object_reads_like_a_local_file(bucket: Bucket) -> None:
     """Random seeks and reads of every size (across block edges, past EOF) match the file."""
-    entry = open_remote_session(bucket.url, bucket.s3).files[1]
-    data = (bucket.session / entry.path).read_bytes()
+    name = open_remote_session(bucket.url, bucket.s3).files[1].name
+    data = (bucket.session / name).read_bytes()
     backend = S3Backend(f"s3://{BUCKET}", bucket.s3)
-    obj = RangedObject(backend, f"{bucket.key_prefix}/{entry.path}",  # size by HEAD
-                       readahead=4096, max_readahead=32768, tail=8192, cache_bytes=65536)
+    obj = RangedObject(backend, f"{bucket.key_prefix}/{name}",  # size by HEAD
+                       readahead=4096, max_readahead=32768, tail=8192,
+                       cache=BlockCache(65536))
     assert obj.size == len(data) and obj.seekable() and obj.readable()
     rng = random.Random(5)
     for _ in range(300):
@@ -344,7 +377,7 @@ def test_changed_object_is_refused_on_first_read(bucket: Bucket) -> None:
                                Body=(bucket.session / first).read_bytes()[:-100])
     remote = open_remote_session(url, bucket.s3)
     with pytest.raises(RemoteSessionError) as exc:
-        make_reader(remote.open(first))
+        make_reader(remote.open(first))  # the magic's GET reveals the size
     assert "session.json says" in _one_line(exc.value)
 
 

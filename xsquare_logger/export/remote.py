@@ -23,17 +23,25 @@ from __future__ import annotations
 import io
 import json
 from collections import deque
-from dataclasses import dataclass, field
+from typing import IO, cast
 
 from pydantic import ValidationError
 
 from xsquare_logger.config.upload import S3Config
 from xsquare_logger.errors import one_line
 from xsquare_logger.export import ExportError
-from xsquare_logger.session.manifest import MANIFEST_NAME, FileEntry, SessionManifest
+from xsquare_logger.export.source import SourceFile
+from xsquare_logger.session.manifest import MANIFEST_NAME, SessionManifest
 from xsquare_logger.upload.backends.s3 import S3Backend
 
-__all__ = ["RangedObject", "RemoteSession", "RemoteSessionError", "open_remote_session"]
+__all__ = [
+    "BlockCache",
+    "RangedObject",
+    "RemoteSession",
+    "RemoteSessionError",
+    "open_remote_session",
+    "open_session",
+]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -41,6 +49,32 @@ MIB = 1024 * KIB
 
 class RemoteSessionError(ExportError):
     """The S3 location is not a complete, committed session (or a file of it changed)."""
+
+
+class BlockCache:
+    """Byte blocks fetched from one object, oldest dropped beyond ``limit`` bytes.
+
+    Shared by every :class:`RangedObject` a :class:`RemoteSession` opens on the same file,
+    so the exporter may open and close a file per episode and still fetch its footer and
+    summary (and a chunk two episodes share) once.
+    """
+
+    def __init__(self, limit: int = 8 * MIB) -> None:
+        self.limit = limit
+        self._blocks: deque[tuple[int, bytes]] = deque()  # (start offset, bytes), oldest first
+        self._bytes = 0
+
+    def find(self, pos: int) -> tuple[int, bytes] | None:
+        for block in reversed(self._blocks):  # the newest block is the likeliest
+            if block[0] <= pos < block[0] + len(block[1]):
+                return block
+        return None
+
+    def add(self, block: tuple[int, bytes]) -> None:
+        self._blocks.append(block)
+        self._bytes += len(block[1])
+        while len(self._blocks) > 1 and self._bytes > self.limit:
+            self._bytes -= len(self._blocks.popleft()[1])
 
 
 class RangedObject(io.BufferedIOBase):
@@ -53,9 +87,9 @@ class RangedObject(io.BufferedIOBase):
     A read that misses the cache fetches ``readahead`` bytes from there (doubling, up to
     ``max_readahead``, while each miss starts where the previous fetch ended); a read of
     at least the current window is fetched exactly (no waste after a chunk body); a miss
-    within the last ``tail`` bytes fetches the whole tail. Fetched blocks stay cached
-    (oldest dropped beyond ``cache_bytes``), so a second reader of the same object (or
-    the next episode) does not fetch the summary again.
+    within the last ``tail`` bytes fetches the whole tail. Fetched blocks stay in
+    ``cache`` (own or shared: :class:`BlockCache`), so a second reader of the same object
+    (the next episode) does not fetch the summary again.
 
     Counters: ``requests`` (GETs and the HEAD when ``size`` was not given),
     ``bytes_fetched`` (response bodies), ``ranges`` (``(start, end)`` of every GET).
@@ -69,10 +103,10 @@ class RangedObject(io.BufferedIOBase):
         key: str,
         size: int | None = None,
         *,
-        readahead: int = 16 * KIB,
+        readahead: int = 4 * KIB,
         max_readahead: int = 256 * KIB,
         tail: int = 64 * KIB,
-        cache_bytes: int = 8 * MIB,
+        cache: BlockCache | None = None,
     ) -> None:
         super().__init__()
         self._backend = backend
@@ -93,9 +127,7 @@ class RangedObject(io.BufferedIOBase):
         self._max_readahead = max(self._readahead, max_readahead)
         self._window = self._readahead
         self._tail = tail
-        self._cache_bytes = cache_bytes
-        self._blocks: deque[tuple[int, bytes]] = deque()  # (start offset, bytes), oldest first
-        self._cached = 0
+        self._cache = cache if cache is not None else BlockCache()
         self._last_end = -1  # end offset of the latest fetch
 
     @property
@@ -146,7 +178,7 @@ class RangedObject(io.BufferedIOBase):
         pieces: list[bytes] = []
         pos = start
         while pos < end:
-            block = self._find(pos) or self._fetch(pos, end)
+            block = self._cache.find(pos) or self._fetch(pos, end)
             block_start, data = block
             piece = data[pos - block_start : end - block_start]
             if not piece:  # the object is shorter than its size said: stop, as at EOF
@@ -156,18 +188,7 @@ class RangedObject(io.BufferedIOBase):
         self._pos = pos
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def close(self) -> None:
-        self._blocks.clear()
-        self._cached = 0
-        super().close()
-
     # -- fetching ---------------------------------------------------------------------------
-    def _find(self, pos: int) -> tuple[int, bytes] | None:
-        for block in reversed(self._blocks):  # the newest block is the likeliest
-            if block[0] <= pos < block[0] + len(block[1]):
-                return block
-        return None
-
     def _fetch(self, pos: int, end: int) -> tuple[int, bytes]:
         self._window = (
             min(self._window * 2, self._max_readahead) if pos == self._last_end
@@ -192,46 +213,53 @@ class RangedObject(io.BufferedIOBase):
             self._size_checked = True
         self._last_end = stop
         block = (start, got.data)
-        self._blocks.append(block)
-        self._cached += len(got.data)
-        while len(self._blocks) > 1 and self._cached > self._cache_bytes:
-            self._cached -= len(self._blocks.popleft()[1])
+        self._cache.add(block)
         return block
 
 
-@dataclass
 class RemoteSession:
-    """A committed session in S3: its manifest, its MCAP files and a way to open each.
+    """A committed session in S3, as the export reads it (an ``export.source.SessionSource``).
 
-    Not picklable (it holds a botocore client): a worker process opens the session
-    again from ``url`` (one GET of session.json and one listing).
+    ``files`` are the MCAP files that hold messages, in recording order; ``open(name)``
+    gives a fresh :class:`RangedObject` (the caller closes it) over a block cache kept per
+    file for the session's lifetime. Not picklable (it holds a botocore client): a worker
+    process opens the session again from ``spec`` (one GET of session.json, one listing).
     """
 
-    url: str  # s3://BUCKET/PREFIX/.../<session>
-    manifest: SessionManifest
-    files: list[FileEntry]  # the MCAP files, in recording order
-    backend: S3Backend
-    requests: int = 0  # marker GET and listing
-    bytes_fetched: int = 0
-    opened: list[RangedObject] = field(default_factory=list)
+    def __init__(
+        self, spec: str, manifest: SessionManifest, backend: S3Backend, requests: int,
+        bytes_fetched: int,
+    ) -> None:
+        self.spec = spec  # s3://BUCKET/PREFIX/.../<session>
+        self.manifest = manifest
+        entries = [f for f in manifest.files if f.path.endswith(".mcap") and f.message_count]
+        self.files = [SourceFile(f.path, f.start_ns, f.end_ns) for f in entries]
+        self.sizes = {f.path: f.size for f in entries}
+        self.backend = backend
+        self.requests = requests  # marker GET and listing
+        self.bytes_fetched = bytes_fetched
+        self.opened: list[RangedObject] = []
+        self._caches: dict[str, BlockCache] = {}
 
-    def open(self, file: FileEntry | str, **options: int) -> RangedObject:
-        """One MCAP file (its entry or name) as a seekable file; ``options`` tune
-        :class:`RangedObject` (``readahead``, ``max_readahead``, ``tail``, ``cache_bytes``)."""
-        name = file if isinstance(file, str) else file.path
-        entry = next((f for f in self.files if f.path == name), None)
-        if entry is None:
-            raise RemoteSessionError(f"{self.url}: session.json lists no MCAP file {name!r}")
-        obj = RangedObject(self.backend, f"{self.backend.prefix}/{name}", entry.size, **options)
+    def open(self, name: str) -> IO[bytes]:
+        """One of ``files`` as a seekable binary file object (``SessionSource.open``)."""
+        # RangedObject is an io.BufferedIOBase, which typeshed does not count as IO[bytes].
+        return cast(IO[bytes], self.open_ranged(name))
+
+    def open_ranged(self, name: str, **options: int) -> RangedObject:
+        """:meth:`open` with the counters in its type; ``options`` tune
+        :class:`RangedObject` (``readahead``, ``max_readahead``, ``tail``)."""
+        if name not in self.sizes:
+            raise RemoteSessionError(f"{self.spec}: session.json lists no MCAP file {name!r}")
+        cache = self._caches.setdefault(name, BlockCache())
+        obj = RangedObject(self.backend, f"{self.backend.prefix}/{name}", self.sizes[name],
+                           cache=cache, **options)
         self.opened.append(obj)
         return obj
 
-    def files_overlapping(self, start_ns: int, end_ns: int) -> list[FileEntry]:
-        """The files that may hold a message with ``start_ns <= log_time <= end_ns``."""
-        return [
-            f for f in self.files
-            if f.message_count > 0 and f.start_ns <= end_ns and f.end_ns >= start_ns
-        ]
+    def topics(self) -> dict[str, str]:
+        """Recorded topic -> type name (from session.json)."""
+        return {name: t.type for name, t in self.manifest.topics.items()}
 
     @property
     def total_requests(self) -> int:
@@ -240,6 +268,7 @@ class RemoteSession:
 
     @property
     def total_bytes_fetched(self) -> int:
+        """Bytes of session.json and of every ranged GET (listings not counted)."""
         return self.bytes_fetched + sum(o.bytes_fetched for o in self.opened)
 
 
@@ -295,11 +324,14 @@ def open_remote_session(url: str, s3: S3Config | None = None) -> RemoteSession:
         raise RemoteSessionError(
             f"{canonical}: session.json says state {manifest.state!r}, not a closed session"
         )
-    files = [f for f in manifest.files if f.path.endswith(".mcap")]
-    missing = [f.path for f in files if f.path not in stored]
+    missing = [f.path for f in manifest.files if f.path not in stored]
     if missing:
         raise RemoteSessionError(
             f"{canonical}: incomplete: {', '.join(missing)} listed in {MANIFEST_NAME} "
             "but not in the bucket"
         )
-    return RemoteSession(canonical, manifest, files, backend, requests, fetched)
+    return RemoteSession(canonical, manifest, backend, requests, fetched)
+
+
+#: The name ``export.source.open_source`` calls for ``s3://`` specs.
+open_session = open_remote_session
