@@ -32,6 +32,7 @@ LAYERS = [
     "upload",
     "tools",
     "floor",
+    "export",
     "live",
     "sim",
     "ros",

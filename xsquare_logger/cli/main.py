@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from xsquare_logger import __version__
+from xsquare_logger.cli import export as export_cli
 from xsquare_logger.cli import floor as floor_cli
 from xsquare_logger.cli import keys as keys_cli
 from xsquare_logger.cli import tablet as tablet_cli
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     tools_cli.add_parsers(sub)
     upload_cli.add_parser(sub)
     floor_cli.add_parser(sub)
+    export_cli.add_parser(sub)
 
     p = sub.add_parser("demo", help="sim + recorder for a short session, then `xsq info`")
     p.add_argument("--duration", type=float, default=20.0, help="seconds to record")
@@ -233,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return upload_cli.run(args)
         if args.command == "floor":
             return floor_cli.run(args)
+        if args.command == "export":
+            return export_cli.run(args)
         if args.command in tools_cli.COMMANDS:
             return tools_cli.run(args)
         if args.command == "demo":
