@@ -378,7 +378,8 @@ def test_changed_object_is_refused_on_first_read(bucket: Bucket) -> None:
     remote = open_remote_session(url, bucket.s3)
     with pytest.raises(RemoteSessionError) as exc:
         make_reader(remote.open(first))  # the magic's GET reveals the size
-    assert "session.json says" in _one_line(exc.value)
+    size = (bucket.session / first).stat().st_size
+    assert f"holds {size - 100} bytes, expected {size}" in _one_line(exc.value)
 
 
 def test_wrong_credentials_are_one_line_without_the_secret(bucket: Bucket, tmp_path: Path) -> None:

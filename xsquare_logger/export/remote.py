@@ -207,8 +207,8 @@ class RangedObject(io.BufferedIOBase):
         if not self._size_checked:
             if got.size != self.size:
                 raise RemoteSessionError(
-                    f"{self.name}: the object holds {got.size} bytes, session.json says "
-                    f"{self.size} (changed since the upload?)"
+                    f"{self.name}: the object holds {got.size} bytes, expected {self.size} "
+                    "(session.json's size: changed since the upload?)"
                 )
             self._size_checked = True
         self._last_end = stop
