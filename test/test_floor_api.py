@@ -8,11 +8,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +24,11 @@ import pytest
 from fastapi.testclient import TestClient
 from support.localserver import free_port
 from test_floor_catalog import T0, heartbeat, make_report
+from test_floor_catalog import db_url as db_url  # the parametrized fixture (both databases)
 
 from xsquare_logger.floor.api import create_app
 from xsquare_logger.floor.catalog import Catalog
+from xsquare_logger.floor.catalog.db import HEAD, current_revision
 
 P = "/api/v1"
 
@@ -31,14 +37,27 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-def floor(tmp_path: Path) -> Iterator[tuple[TestClient, Catalog, dict[str, str]]]:
-    catalog = Catalog(f"sqlite:///{tmp_path}/floor.db")
+@contextmanager
+def _app_on(url: str) -> Iterator[tuple[TestClient, Catalog, dict[str, str]]]:
+    catalog = Catalog(url)
     tokens = {"r1": catalog.add_robot("r1"), "r2": catalog.add_robot("r2"),
               "reader": catalog.add_reader("lead")}
     with TestClient(create_app(catalog, dashboard=None)) as client:
         yield client, catalog, tokens
     catalog.close()
+
+
+@pytest.fixture
+def floor(tmp_path: Path) -> Iterator[tuple[TestClient, Catalog, dict[str, str]]]:
+    with _app_on(f"sqlite:///{tmp_path}/floor.db") as app:
+        yield app
+
+
+@pytest.fixture
+def floor_any(db_url: str) -> Iterator[tuple[TestClient, Catalog, dict[str, str]]]:
+    """The app on SQLite and on the real PostgreSQL cluster (``db_url`` is parametrized)."""
+    with _app_on(db_url) as app:
+        yield app
 
 
 def _hb(robot: str, **kw: Any) -> dict[str, Any]:
@@ -142,8 +161,8 @@ def test_session_of_another_robot_conflicts(floor: Any) -> None:
     assert r.status_code == 409 and "belongs to robot 'r2'" in r.json()["detail"]
 
 
-def test_episode_filters_and_pages(floor: Any) -> None:
-    client, _, tok = floor
+def test_episode_filters_and_pages(floor_any: Any) -> None:
+    client, _, tok = floor_any
     tasks = [("fold towel", "success"), ("fold towel", "failure"), ("pick cup", "success")]
     for n in range(4):
         client.put(f"{P}/robots/r1/sessions/r1_{n:04d}",
@@ -219,34 +238,54 @@ def _request(method: str, url: str, token: str, body: Any = None) -> tuple[int, 
             raw = resp.read()
             return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:  # e.g. a 500 "Internal Server Error" in plain text
+            return exc.code, raw.decode(errors="replace")
+
+
+@contextmanager
+def _serve(*db_args: str) -> Iterator[str]:
+    """A real ``xsq floor serve`` on a free 127.0.0.1 port; its URL once /healthz answers.
+
+    Its stderr goes to a file (a pipe nobody reads would stall a server that logs a lot),
+    shown when the block fails.
+    """
+    port = free_port()
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xsquare_logger.cli.main", "floor", "serve", *db_args,
+             "--listen", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith(f"xsq floor: serving http://127.0.0.1:{port} "), line
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:  # the line comes just before uvicorn binds
+                try:
+                    urllib.request.urlopen(f"{url}/healthz", timeout=2).close()
+                    break
+                except OSError:
+                    assert proc.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.1)
+            yield url
+        except BaseException:
+            err.seek(0)
+            sys.stderr.write(f"--- xsq floor serve stderr ---\n{err.read()[-6000:]}\n")
+            raise
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     data = tmp_path / "floor"
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "xsquare_logger.cli.main", "floor", "serve",
-         "--data-dir", str(data), "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith(f"xsq floor: serving http://127.0.0.1:{port} "), line
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:  # the line comes just before uvicorn binds
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+    with _serve("--data-dir", str(data)) as url:
         yield url, data
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def test_served_over_http_with_cli_issued_tokens(served: tuple[str, Path]) -> None:
@@ -273,6 +312,100 @@ def test_served_over_http_with_cli_issued_tokens(served: tuple[str, Path]) -> No
                env={"XSQ_FLOOR_TOKEN": reader})
     assert out.returncode == 0, out.stderr
     assert [e["task"] for e in json.loads(out.stdout)] == ["pick cup"]
+
+
+def test_replicas_started_at_once_migrate_one_postgres_and_share_it(
+    postgres_url: str,
+) -> None:
+    # Three `xsq floor serve` replicas on one empty PostgreSQL database start together:
+    # the migration runs once (advisory lock), all of them serve, and what one replica
+    # wrote the others answer (no state outside the database).
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        starting = [pool.submit(_start_replica, postgres_url) for _ in range(3)]
+        replicas = [f.result() for f in starting]
+    try:
+        urls = [url for url, _ in replicas]
+        with Catalog(postgres_url, migrate=False) as c:
+            assert current_revision(c.engine) == HEAD
+            robot, reader = c.add_robot("r1"), c.add_reader("lead")
+        for n, url in enumerate(urls):
+            status, _ = _request("PUT", f"{url}{P}/robots/r1/sessions/r1_{n:04d}", robot,
+                                 _session("r1", n, start_ns=T0 + n * 10**12))
+            assert status == 201
+        for url in urls:
+            status, body = _request("GET", f"{url}{P}/episodes?task=fold%20towel", reader)
+            assert status == 200
+            assert [e["session_id"] for e in body["items"]] == ["r1_0000", "r1_0001", "r1_0002"]
+    finally:
+        for _, stack in replicas:
+            stack.__exit__(None, None, None)
+
+
+def _start_replica(url: str) -> tuple[str, Any]:
+    stack = _serve("--db", url)
+    return stack.__enter__(), stack
+
+
+@pytest.fixture
+def served_any(db_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A real service process on SQLite or on the PostgreSQL cluster; (url, db url)."""
+    with _serve("--db", db_url) as url:
+        yield url, db_url
+
+
+def test_concurrent_robots_lose_no_write(served_any: tuple[str, str]) -> None:
+    # 12 robots at once, each from several connections, as a flaky network makes them:
+    # a robot's first heartbeats overlap (a retry while the first is still in flight),
+    # its sessions go in in parallel, and one session is sent 4 times at once with
+    # different upload states. Every request must succeed (no 5xx, no lost row) and
+    # the upload state must end at the most advanced one.
+    url, db = served_any
+    robots = [f"r{i:02d}" for i in range(12)]
+    with Catalog(db) as c:
+        tokens = {r: c.add_robot(r) for r in robots}
+        reader = c.add_reader("lead")
+    start = threading.Barrier(len(robots) * 3)
+    failures: list[str] = []
+
+    def first_heartbeat(robot: str) -> None:
+        start.wait(timeout=60)
+        status, body = _request("POST", f"{url}{P}/robots/{robot}/heartbeats", tokens[robot],
+                                _hb(robot, state="recording", messages_lost=1))
+        if status != 204:
+            failures.append(f"heartbeat {robot}: {status} {body}")
+
+    def put(robot: str, n: int, upload_state: str = "pending", remote: str = "") -> None:
+        status, body = _request("PUT", f"{url}{P}/robots/{robot}/sessions/{robot}_{n:04d}",
+                                tokens[robot],
+                                _session(robot, n, start_ns=T0 + n * 3600 * 10**9,
+                                         upload_state=upload_state, remote=remote))
+        if status not in (200, 201):
+            failures.append(f"PUT {robot}_{n:04d} ({upload_state}): {status} {body}")
+
+    with ThreadPoolExecutor(max_workers=len(robots) * 3) as pool:
+        list(pool.map(first_heartbeat, robots * 3))
+        jobs = [pool.submit(put, r, n) for r in robots for n in range(1, 5)]
+        jobs += [pool.submit(put, r, 9, state, f"s3://b/{r}_0009" if state == "verified" else "")
+                 for r in robots for state in ("pending", "uploading", "verified", "pending")]
+        for job in jobs:
+            job.result()
+    assert not failures, "\n".join(failures[:10])
+    status, tiles = _request("GET", f"{url}{P}/robots", reader)
+    assert status == 200 and all(t["last_heartbeat"]["messages_lost"] == 1 for t in tiles)
+    seen: list[tuple[str, int]] = []
+    cursor = ""
+    while True:
+        status, page = _request("GET", f"{url}{P}/episodes?limit=50{cursor}", reader)
+        assert status == 200
+        seen += [(e["session_id"], e["episode_index"]) for e in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = f"&cursor={page['next_cursor']}"
+    assert sorted(seen) == sorted({(f"{r}_{n:04d}", i) for r in robots
+                                   for n in (1, 2, 3, 4, 9) for i in (0, 1)})
+    for r in robots:
+        status, detail = _request("GET", f"{url}{P}/sessions/{r}_0009", reader)
+        assert (detail["upload_state"], detail["remote"]) == ("verified", f"s3://b/{r}_0009")
 
 
 # -- fuzzing with the service's own OpenAPI spec -------------------------------------------------

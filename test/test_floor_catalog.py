@@ -7,13 +7,15 @@ Also the sample data the API and CLI tests share (``make_report``).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import event
 
 from xsquare_logger.floor.catalog import (
     Catalog,
@@ -349,3 +351,74 @@ def test_out_of_range_numbers_are_bad_input(catalog: Catalog) -> None:
     catalog.add_robot("r1")
     with pytest.raises(CatalogError, match="value refused"):
         catalog.record_heartbeat(heartbeat("r1", disk_free_bytes=2**70))
+
+
+# -- two replicas writing at once ------------------------------------------------------------
+
+
+def _interleave(db_url: str, table: str, first: Callable[[Catalog], object],
+                second: Callable[[Catalog], object]) -> None:
+    """Two replicas (own engines) on one database: ``second`` runs until its first
+    statement on ``table`` has run, then ``first`` runs to its end, then ``second``
+    finishes: the read-then-write race of two replicas, made to happen every time.
+
+    Where ``second`` holds a lock by then, ``first`` waits for it; the pause then ends
+    after a bounded wait (it cannot see ``first`` finish) and both still complete.
+    """
+    with Catalog(db_url) as a, Catalog(db_url) as b:
+        paused, first_done = threading.Event(), threading.Event()
+
+        def pause(_c: object, _cur: object, statement: str, *_: object) -> None:
+            if table in statement and not paused.is_set():
+                paused.set()
+                first_done.wait(timeout=1.5)
+
+        event.listen(b.engine, "after_cursor_execute", pause)
+        errors: list[BaseException] = []
+
+        def run_second() -> None:
+            try:
+                second(b)
+            except BaseException as exc:  # re-raised in the test's thread
+                errors.append(exc)
+
+        worker = threading.Thread(target=run_second)
+        worker.start()
+        try:
+            assert paused.wait(timeout=30), f"second replica never touched {table}"
+            first(a)
+        finally:
+            first_done.set()
+            worker.join(timeout=60)
+        if errors:
+            raise errors[0]
+
+
+def test_first_heartbeats_of_two_replicas_at_once(db_url: str) -> None:
+    # A robot's retry reaches replica A while its first heartbeat is still in replica B:
+    # both must be taken (one row, the one committed last), never an error (a 500).
+    with Catalog(db_url) as c:
+        c.add_robot("r1")
+    _interleave(db_url, "robot_status",
+                lambda a: a.record_heartbeat(heartbeat("r1", messages_lost=1)),
+                lambda b: b.record_heartbeat(heartbeat("r1", messages_lost=2)))
+    with Catalog(db_url) as c:
+        tile = c.robot("r1")
+        assert tile is not None and tile.last_heartbeat is not None
+        assert tile.last_heartbeat.messages_lost in (1, 2)
+
+
+def test_concurrent_reports_never_move_the_upload_state_back(db_url: str) -> None:
+    # Replica B handles a late "uploading" report of a session while replica A handles
+    # its "verified" one. Whatever the interleaving, the catalog ends at verified.
+    with Catalog(db_url) as c:
+        c.ingest_session(make_report("r1", 1))
+    verified = make_report("r1", 1, upload_state="verified", remote="s3://b/r1_0001")
+    _interleave(db_url, "sessions",
+                lambda a: a.ingest_session(verified),
+                lambda b: b.ingest_session(make_report("r1", 1, upload_state="uploading")))
+    with Catalog(db_url) as c:
+        detail = c.session("r1_0001")
+        assert detail is not None
+        assert (detail.upload_state, detail.remote) == ("verified", "s3://b/r1_0001")
+        assert len(detail.episode_rows) == 2

@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 
@@ -132,9 +134,15 @@ class Catalog:
         self.close()
 
     @contextmanager
-    def _db(self) -> Iterator[DbSession]:
+    def _db(self, write: bool = False) -> Iterator[DbSession]:
+        """One transaction. ``write``: it reads what it then writes, so on SQLite it takes
+        the write lock first (BEGIN IMMEDIATE; the driver would begin only at the first
+        write, after the reads, and another writer could commit in between). PostgreSQL
+        writers lock the rows they read instead (SELECT ... FOR UPDATE, upserts)."""
         try:
             with DbSession(self.engine, expire_on_commit=False) as db, db.begin():
+                if write and self.engine.dialect.name == "sqlite":
+                    db.execute(text("BEGIN IMMEDIATE"))
                 yield db
         except OperationalError as exc:
             line = (str(exc.orig).strip().splitlines() or ["unavailable"])[0]
@@ -155,7 +163,7 @@ class Catalog:
     def add_robot(self, name: str) -> str:
         """Register a robot (or re-admit a revoked one); returns its new token, shown once."""
         _check_name("robot", name)
-        with self._db() as db:
+        with self._db(write=True) as db:
             robot = db.get(Robot, name)
             if robot is not None and robot.revoked_ns is None:
                 raise CatalogError(
@@ -173,7 +181,7 @@ class Catalog:
     def add_reader(self, name: str) -> str:
         """Issue a read token named ``name`` (dashboard, engineers, training jobs)."""
         _check_name("reader", name)
-        with self._db() as db:
+        with self._db(write=True) as db:
             active = db.scalar(
                 select(func.count()).select_from(Token).where(
                     Token.kind == "reader", Token.name == name, Token.revoked_ns.is_(None)
@@ -188,7 +196,7 @@ class Catalog:
 
     def _revoke(self, kind: str, name: str) -> None:
         now = self._clock()
-        with self._db() as db:
+        with self._db(write=True) as db:
             tokens = db.scalars(
                 select(Token).where(
                     Token.kind == kind, Token.name == name, Token.revoked_ns.is_(None)
@@ -234,7 +242,7 @@ class Catalog:
 
     # -- writes from robots ------------------------------------------------------------------
     def record_heartbeat(self, hb: Heartbeat) -> None:
-        with self._db() as db:
+        with self._db(write=True) as db:
             if db.get(Robot, hb.robot_id) is None:
                 raise CatalogError(f"robot {hb.robot_id!r} is not registered")
             fields = {
@@ -248,12 +256,14 @@ class Catalog:
                 "last_upload_error": hb.last_upload_error,
                 "heartbeat": hb.model_dump(mode="json"),
             }
-            status = db.get(RobotStatus, hb.robot_id)
-            if status is None:
-                db.add(RobotStatus(robot_id=hb.robot_id, **fields))
-            else:
-                for k, v in fields.items():
-                    setattr(status, k, v)
+            # One upsert: two replicas getting a robot's first heartbeats at once (a retry
+            # overlapping the original) would both insert after a read found no row.
+            insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+            stmt = insert(RobotStatus).values(robot_id=hb.robot_id, **fields)
+            db.execute(stmt.on_conflict_do_update(
+                index_elements=[RobotStatus.robot_id],
+                set_={k: stmt.excluded[k] for k in fields},
+            ))
 
     def session_upload(self, session_id: str) -> tuple[str, str] | None:
         """(upload_state, remote) of a catalogued session, or ``None``."""
@@ -269,7 +279,7 @@ class Catalog:
         """
         for attempt in range(2):
             try:
-                with self._db() as db:
+                with self._db(write=True) as db:
                     return self._ingest(db, report)
             except IntegrityError:
                 # Another replica inserted the same session between our read and write.
@@ -282,7 +292,9 @@ class Catalog:
     def _ingest(self, db: DbSession, report: SessionReport) -> bool:
         m = report.manifest
         digest = manifest_digest(m)
-        row = db.get(Session, m.session_id)
+        # Locked until commit: a concurrent report of the same session (another replica)
+        # waits and then sees this one's upload state, so the state never moves back.
+        row = db.get(Session, m.session_id, with_for_update=True)
         if row is not None and row.robot_id != m.robot_id:
             raise CatalogConflict(
                 f"session {m.session_id} belongs to robot {row.robot_id!r}, not {m.robot_id!r}"
