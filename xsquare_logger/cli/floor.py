@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -193,13 +194,29 @@ def _serve(args: argparse.Namespace) -> int:
                          name="floor-sync", daemon=True).start()
     shown = f"[{host}]" if ":" in host else host
     print(f"xsq floor: serving http://{shown}:{port} (catalog {catalog.url})", flush=True)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again
+    # for the previous handler: by default a traceback (SIGINT) or death by signal
+    # (SIGTERM). Ours turn that re-raise into a clean exit 0.
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run(sockets=[sock])
+    except _Stopped:
+        pass
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         stop.set()
         sock.close()
         catalog.close()
     return 0
+
+
+class _Stopped(BaseException):
+    """SIGINT/SIGTERM reached ``xsq floor serve`` (after uvicorn's graceful shutdown)."""
+
+
+def _stopped(_sig: int, _frame: object) -> None:
+    raise _Stopped
 
 
 def _bind(host: str, port: int) -> socket.socket:
