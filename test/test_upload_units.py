@@ -27,7 +27,7 @@ from xsquare_logger.upload.retention import Retention, plan_deletions
 from xsquare_logger.upload.scan import SessionNotReady, describe_session
 from xsquare_logger.upload.throttle import ThrottledBody, TokenBucket
 from xsquare_logger.upload.transfer import effective_part_size
-from xsquare_logger.upload.verify import multipart_etag, verify_object
+from xsquare_logger.upload.verify import multipart_etag, verified_on_arrival, verify_object
 
 MIB = 1024 * 1024
 
@@ -124,6 +124,19 @@ def test_verify_rules() -> None:
     assert verify_object("f", 5, sha, RemoteObject(size=5, content_sha256=sha), []) is None
     damaged = RemoteObject(size=5, content_sha256="1" * 64)
     assert "sha256" in (verify_object("f", 5, sha, damaged, []) or "")
+
+
+def test_verified_on_arrival_only_by_an_md5_etag_our_bytes_predict() -> None:
+    want = multipart_etag(["aa" * 16, "bb" * 16])
+    assert verified_on_arrival(want, [want])
+    assert verified_on_arrival(want.upper(), [want])  # hex case is not a difference
+    assert verified_on_arrival("cd" * 16, ["cd" * 16])  # single PUT: the body's MD5
+    # A different answer, none, "" (file://) or a non-MD5 ETag (SSE-KMS): HEAD decides.
+    assert not verified_on_arrival(multipart_etag(["aa" * 16, "cc" * 16]), [want])
+    assert not verified_on_arrival(None, [want])
+    assert not verified_on_arrival("", [want])
+    assert not verified_on_arrival("opaque-kms-etag", ["opaque-kms-etag"])
+    assert not verified_on_arrival(want, [])
 
 
 # --- retention ---------------------------------------------------------------------------

@@ -4,9 +4,12 @@ The multipart upload id and every completed part (number, size, MD5, ETag) are
 committed to the queue as soon as the server confirms them. After a kill,
 ``list_parts`` tells what the server really holds; a part is skipped only if its
 size matches and its ETag equals the one we recorded, or the MD5 of the same
-bytes read again from disk. Every byte is read once in order and hashed
-(sha256, compared with session.json at the end), skipped parts included, so a
-file that changed since close never completes.
+bytes read again from disk. Every byte is read once in order and hashed twice:
+sha256 over the file (compared with session.json at the end, skipped parts
+included, so a file that changed since close never completes) and MD5 per part
+(sent as Content-MD5, which S3 servers check, and compared with the part's ETag).
+The server's answer to the request that creates the object (PUT, or
+CompleteMultipartUpload: ``md5(part md5s)-N``) is recorded for verification.
 """
 
 from __future__ import annotations
@@ -74,13 +77,6 @@ class FileTransfer:
         self.concurrency = concurrency
         self.pause_reason = pause_reason
         self.progress = progress or (lambda: None)
-        # How the destination's ETags are checked decides which MD5 we compute (one MD5
-        # pass per byte, never two: on 2 cores hashing competes with sending):
-        # False: S3's md5-of-part-md5s ("-N") ETag; each part goes with Content-MD5.
-        # True: the server gives a multipart object the MD5 of the whole file (rclone);
-        #   the reader hashes the whole file, parts go without Content-MD5, and the
-        #   whole-file ETag check after completion catches any damaged part.
-        self.whole_file_etag = False
         # Shared by every file sent through this transfer: two files in progress at
         # once still have at most ``concurrency`` parts (and part buffers) in flight.
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -126,8 +122,6 @@ class FileTransfer:
         known = self.queue.parts(session_id, f.name, upload_id)
         n_parts = max(1, math.ceil(f.size / part_size))
         sha = hashlib.sha256()
-        whole = self.whole_file_etag
-        full_md5 = hashlib.md5() if whole else None
         part_md5: dict[int, str] = {}
         errors: list[BaseException] = []
         inflight: set[Future[None]] = set()
@@ -148,12 +142,10 @@ class FileTransfer:
                     changed = _changed(path, f, (n - 1) * part_size + len(chunk), None)
                     break
                 sha.update(chunk)
-                if full_md5 is not None:
-                    full_md5.update(chunk)
                 have = self._have_part(session_id, f, upload_id, n, chunk, remote, known)
                 if have is not None:
-                    # A part recorded in whole-file mode has no MD5 of its own yet.
-                    part_md5[n] = have or ("" if whole else hashlib.md5(chunk).hexdigest())
+                    # A part recorded by an older version without its own MD5 gets one now.
+                    part_md5[n] = have or hashlib.md5(chunk).hexdigest()
                     continue
                 if errors:
                     break
@@ -171,7 +163,6 @@ class FileTransfer:
                     (n - 1) * part_size,
                     chunk,
                     part_md5,
-                    whole,
                 )
                 inflight.add(fut)
                 fut.add_done_callback(done)
@@ -208,10 +199,9 @@ class FileTransfer:
             raise TransientError(
                 f"{key}: upload vanished before completion; sending again"
             ) from None
-        if full_md5 is not None:
-            expected = [full_md5.hexdigest()]
-        else:
-            expected = [multipart_etag([part_md5[n] for n in range(1, n_parts + 1)])]
+        # The server built this ETag from its own MD5s of the parts it holds: equal to
+        # ours, it proves the object is our parts, in order (see verify_on_arrival).
+        expected = [multipart_etag([part_md5[n] for n in range(1, n_parts + 1)])]
         self.queue.file_uploaded(session_id, f.name, etag, expected, 0)
         self.progress()
 
@@ -252,11 +242,10 @@ class FileTransfer:
         offset: int,
         chunk: bytes,
         part_md5: dict[int, str],
-        whole: bool,
     ) -> None:
-        md5 = "" if whole else hashlib.md5(chunk).hexdigest()
+        md5 = hashlib.md5(chunk).hexdigest()
         etag = self.backend.upload_part(key, upload_id, n, offset, chunk, md5)
-        if md5 and is_md5_etag(etag) and etag.lower() != md5:
+        if is_md5_etag(etag) and etag.lower() != md5:
             raise TransientError(f"{key} part {n}: server stored ETag {etag}, sent MD5 {md5}")
         self.queue.add_part(session_id, f.name, upload_id, PartRow(n, len(chunk), md5, etag), True)
         part_md5[n] = md5
@@ -271,7 +260,7 @@ class FileTransfer:
         if sorted(known) != list(range(1, n_parts + 1)):
             return False
         if any(not known[n].md5 for n in known):
-            return False  # sent in whole-file mode: the full MD5 died with the process
+            return False  # recorded by an older version without part MD5s
         expected = [multipart_etag([known[n].md5 for n in range(1, n_parts + 1)])]
         remote = self.backend.head(key)
         if remote is None or verify_object(f.name, f.size, f.sha256, remote, expected):

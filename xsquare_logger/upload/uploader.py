@@ -58,7 +58,13 @@ from xsquare_logger.upload.scan import (
 )
 from xsquare_logger.upload.throttle import TokenBucket
 from xsquare_logger.upload.transfer import FileTransfer, Paused
-from xsquare_logger.upload.verify import VerificationFailed, hash_file, is_md5_etag, verify_object
+from xsquare_logger.upload.verify import (
+    VerificationFailed,
+    hash_file,
+    is_md5_etag,
+    verified_on_arrival,
+    verify_object,
+)
 
 __all__ = ["Uploader", "credentials_fingerprint", "default_queue_path"]
 
@@ -75,7 +81,6 @@ _CREDENTIAL_ENV = (
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
 )
-_PLAIN_MD5_META = "plain_md5_etags:"
 _FILES_AT_ONCE = 2
 _VERIFY_ATTEMPTS = 3  # a freshly sent file that does not verify is sent again this often
 
@@ -184,9 +189,6 @@ class Uploader:
         self._last_scan = -1e18
         self._backend: Backend | None = None
         self._backend_fingerprint = ""
-        self._plain_md5 = False
-        self._style_known = False  # ETag style of the destination learned (or not needed)
-        self._transfer: FileTransfer | None = None
         limit = self.ucfg.bandwidth_limit
         self._throttle = TokenBucket(limit) if limit else None
         self._prefix = destination_prefix(self.ucfg.destination)
@@ -264,12 +266,11 @@ class Uploader:
         return wait
 
     def connect(self) -> None:
-        """Open the destination client now (otherwise it opens on first use) and learn
-        the server's ETag style (see :meth:`_learn_etag_style`): this writes to the bucket.
+        """Open the destination client now (otherwise it opens on first use); only reads.
 
         Raises PermanentError for unusable settings (e.g. a missing credentials file).
         """
-        self._ensure_etag_style(self._get_backend())
+        self._get_backend()
 
     # -- queries ----------------------------------------------------------------------------
     def backlog(self) -> dict[str, int]:
@@ -280,9 +281,7 @@ class Uploader:
     def last_error(self) -> str:
         """The newest error of a session not yet verified ("" when none has one)."""
         rows = [
-            r
-            for r in self.queue.sessions((QUEUED, UPLOADING, BACKOFF, FAILED))
-            if r.last_error
+            r for r in self.queue.sessions((QUEUED, UPLOADING, BACKOFF, FAILED)) if r.last_error
         ]
         if not rows:
             return ""
@@ -352,60 +351,7 @@ class Uploader:
         if self._backend is None or fp != self._backend_fingerprint:
             self._backend = open_backend(self.ucfg, self._throttle, self._abort.is_set)
             self._backend_fingerprint = fp
-            style = self.queue.get_meta(self._etag_style_key())
-            self._plain_md5 = style == "1"
-            self._style_known = style is not None or not self.ucfg.destination.startswith("s3://")
         return self._backend
-
-    def _ensure_etag_style(self, backend: Backend) -> None:
-        """Learn the ETag style right before the first file goes, never earlier: the gate's
-        probe, re-verification and idle passes only read from the bucket."""
-        if self._style_known:
-            return
-        style = self._learn_etag_style(backend)
-        self._plain_md5 = style == "1"
-        # Tried once per client: if the probe failed, the first file teaches the style.
-        self._style_known = True
-
-    def _learn_etag_style(self, backend: Backend) -> str | None:
-        """Which ETag this server gives a multipart object, from a one-part probe upload.
-
-        Learned before the first real file so each byte is hashed for exactly the ETag
-        the server will report: otherwise the first large files of a robot would be
-        read a second time to verify them. "1" = MD5 of the whole object (rclone),
-        "0" = S3's md5-of-part-md5s ("-N"); None if the probe failed (learned later).
-        """
-        data = b"xsquare_logger ETag style probe\n"
-        md5 = hashlib.md5(data).hexdigest()
-        name = f".xsq-etag-probe-{os.getpid()}-{random.getrandbits(32):08x}"
-        key = f"{self._prefix}/{name}" if self._prefix else name
-        try:
-            upload_id = backend.create_multipart(key, hashlib.sha256(data).hexdigest())
-            try:
-                etag = backend.upload_part(key, upload_id, 1, 0, data, md5)
-                backend.complete_multipart(key, upload_id, [(1, etag)])
-            except BackendError:
-                backend.abort_multipart(key, upload_id)
-                raise
-            # What HEAD reports is what verification compares with: rclone answers the
-            # completion with an S3-style "-1" ETag but reports the whole-file MD5.
-            remote = backend.head(key)
-            backend.delete(key)
-            etag = (remote.etag if remote is not None else None) or ""
-        except BackendError as exc:
-            log.debug("ETag style probe failed (%s); learned on the first file instead", exc)
-            return None
-        etag = etag.lower()
-        style = "0" if "-" in etag else "1" if etag == md5 else None
-        if style is not None:
-            self.queue.set_meta(self._etag_style_key(), style)
-        log.debug("server ETag style for multipart objects: %s", etag)
-        return style
-
-    def _etag_style_key(self) -> str:
-        # A property of the server and bucket, not of the prefix: learned once per robot.
-        bucket = self.ucfg.destination.removeprefix("s3://").partition("/")[0]
-        return f"{_PLAIN_MD5_META}{self.ucfg.s3.endpoint_url}|{bucket}"
 
     def retry(self, session_id: str) -> SessionRow:
         """Operator retry: a failed (or waiting) session goes back to the queue at once."""
@@ -476,7 +422,6 @@ class Uploader:
                 assert row is not None
             if not row.dir.is_dir():
                 raise PermanentError(f"session directory {row.dir} is gone")
-            self._ensure_etag_style(backend)
             self.queue.mark_uploading(session_id)
 
             def pause_reason() -> str | None:
@@ -493,8 +438,6 @@ class Uploader:
                 pause_reason,
                 progress,
             )
-            transfer.whole_file_etag = self._plain_md5
-            self._transfer = transfer
             self._send_session(row, backend, transfer)
         except Paused as exc:
             self.queue.mark_paused(session_id, f"paused: {exc}")
@@ -594,12 +537,19 @@ class Uploader:
             transfer.send(sid, f, row.dir / name, self._key(row, name))
             f = self.queue.file(sid, name)
         if f.state == UPLOADED:
-            problem = self._verify_file(row, f, backend)
+            # The server's answer to the PUT / completion usually proves the object
+            # already; otherwise (file://, non-MD5 ETags, a mismatch) a HEAD decides.
+            expected = (f.expected_etags or "").split()
+            problem = (
+                None
+                if verified_on_arrival(f.etag, expected)
+                else self._verify_file(row, f, backend)
+            )
             if problem is not None:
                 self.queue.file_reset(sid, name)
                 if row.attempts + 1 < _VERIFY_ATTEMPTS:
-                    # Just sent and not matching: most likely damaged on the way (parts sent
-                    # without Content-MD5 are checked only here). Send it again, later.
+                    # Just sent and not matching: damaged on the way or by the server
+                    # after the parts were checked. Send it again, later.
                     raise TransientError(f"{problem}; sending the file again")
                 raise VerificationFailed(problem)
             self.queue.file_verified(sid, name)
@@ -618,31 +568,14 @@ class Uploader:
             and is_md5_etag(remote.etag)
             and "-" not in (remote.etag or "")
         ):
-            # Some servers (rclone) give a multipart object the MD5 of the whole
-            # file: hash it once more here, and on the fly for later uploads.
+            # Some servers (rclone) report the MD5 of the whole file for a multipart
+            # object, which no part MD5 predicts: hash the local file once more (it is
+            # still here: this runs before deletion) and remember that ETag too.
             md5, sha = hash_file(row.dir / f.name)
             if sha == f.sha256 and md5 not in expected:
                 expected.append(md5)
                 self.queue.set_expected_etags(row.session_id, f.name, expected)
                 problem = verify_object(f.name, f.size, f.sha256, remote, expected)
-                if problem is None and not self._plain_md5:
-                    self._plain_md5 = True
-                    if self._transfer is not None:
-                        self._transfer.whole_file_etag = True
-                    self.queue.set_meta(self._etag_style_key(), "1")
-        elif (
-            problem is not None
-            and self._plain_md5
-            and remote is not None
-            and "-" in (remote.etag or "")
-            and not multipart
-        ):
-            # The server behind this endpoint now builds S3-style "-N" ETags: unlearn,
-            # so the file is sent again with per-part MD5s (this attempt cannot verify).
-            self._plain_md5 = False
-            if self._transfer is not None:
-                self._transfer.whole_file_etag = False
-            self.queue.set_meta(self._etag_style_key(), "0")
         return problem
 
     def verify_remote(self, session_id: str) -> str | None:

@@ -1,5 +1,9 @@
 """Is the remote object the file we closed? Decided from hashes we computed ourselves.
 
+Right after a file is sent, the server's answer to the request that created the
+object decides (:func:`verified_on_arrival`); re-verification before deletion,
+and any file whose answer does not decide, HEADs the object (:func:`verify_object`).
+
 The sha256 in session.json was computed while the recorder wrote each file. The
 uploader hashes again every byte it sends and refuses to finish a file whose
 bytes no longer hash to that value. What the server reports is then compared
@@ -32,6 +36,7 @@ __all__ = [
     "hash_file",
     "is_md5_etag",
     "multipart_etag",
+    "verified_on_arrival",
     "verify_object",
 ]
 
@@ -54,6 +59,24 @@ def multipart_etag(part_md5_hex: list[str]) -> str:
     """The ETag S3 gives a multipart object: md5 of the concatenated part md5s, ``-N``."""
     digest = hashlib.md5(b"".join(bytes.fromhex(h) for h in part_md5_hex)).hexdigest()
     return f"{digest}-{len(part_md5_hex)}"
+
+
+def verified_on_arrival(etag: str | None, expected_etags: list[str]) -> bool:
+    """Does the server's answer to the PUT / CompleteMultipartUpload prove the object?
+
+    That ETag is computed by the server from the bytes it received: the MD5 of a
+    PUT body, or for a multipart object the MD5 of its own MD5s of the parts it
+    assembled, in the order it assembled them (AWS, MinIO, Ceph, rclone). Equal to
+    what our MD5s of the bytes we read predict, it proves the object holds exactly
+    those bytes (and so their size): a HEAD could only repeat it (on AWS it reports
+    the same stored value), while rclone would re-read the whole object from disk to
+    answer one. Anything else (no ETag, a non-MD5 one, a mismatch) is not proof:
+    the caller HEADs the object.
+    """
+    if not is_md5_etag(etag):
+        return False
+    assert etag is not None
+    return etag.lower() in {e.lower() for e in expected_etags}
 
 
 def hash_file(path: Path) -> tuple[str, str]:

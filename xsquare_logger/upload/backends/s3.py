@@ -373,8 +373,9 @@ class S3Backend:
             kw: dict[str, Any] = {"Prefix": prefix}
             if token:
                 kw["ContinuationToken"] = token
-            r = self._call(f"listing of {prefix or 'the bucket'}", self._client.list_objects_v2,
-                           **kw)
+            r = self._call(
+                f"listing of {prefix or 'the bucket'}", self._client.list_objects_v2, **kw
+            )
             for obj in r.get("Contents", []):
                 yield str(obj["Key"])
             token = r.get("NextContinuationToken")
