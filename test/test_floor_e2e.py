@@ -447,9 +447,8 @@ def run_floor(procs: Callable[..., Proc], floor: FloorProc, robots: dict[str, Ro
             r.name, manifest.started_ns, manifest.ended_ns)
         assert (detail["operator"], detail["visit_id"]) == (operators[r.name], f"visit-{r.name}")
         # The files a training job fetches: session.json's, each in the bucket at remote/key.
-        assert detail["files"] == sorted(
-            ({"key": f.path, "size": f.size, "sha256": f.sha256} for f in manifest.files),
-            key=lambda f: f["key"])
+        assert detail["files"] == [{"key": f.path, "size": f.size, "sha256": f.sha256}
+                                   for f in sorted(manifest.files, key=lambda f: f.path)]
         folder = s3_root / BUCKET / in_bucket[r.session_id]
         for f in detail["files"]:
             assert (folder / f["key"]).stat().st_size == f["size"]
