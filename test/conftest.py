@@ -110,16 +110,23 @@ REQUIRE_POSTGRES = "XSQ_REQUIRE_POSTGRES"
 
 
 @pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """One cluster for the whole run (started on first use, removed at the end)."""
+def postgres_bindir() -> Path:
+    """The PostgreSQL server binaries; skips (or, under XSQ_REQUIRE_POSTGRES=1, fails)
+    with the reason where they or the user to run them as are missing."""
     try:
         bindir = find_bindir()
-        cluster = PostgresCluster(bindir)
+        PostgresCluster(bindir)  # checks the run-as user too
     except PostgresNotFound as exc:
         if os.environ.get(REQUIRE_POSTGRES) == "1":
             pytest.fail(f"{REQUIRE_POSTGRES}=1 but {exc}", pytrace=False)
         pytest.skip(str(exc))
-    with cluster:
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster(postgres_bindir: Path) -> Iterator[PostgresCluster]:
+    """One cluster for the whole run (started on first use, removed at the end)."""
+    with PostgresCluster(postgres_bindir) as cluster:
         yield cluster
 
 
