@@ -96,19 +96,20 @@ def _session_files(session: Path) -> list[Path]:
 # --- phase 1: throughput -------------------------------------------------------------------
 
 
-def _boto3_round(server: LocalS3Server, session: Path, prefix: str) -> tuple[float, float]:
-    """(wall s, CPU s of this process) for boto3 ``upload_file`` of every file."""
+Round = tuple[float, float, float]  # wall s, CPU s of this process, CPU s of the server
+
+
+def _boto3_round(server: LocalS3Server, session: Path, prefix: str) -> Round:
+    """(wall s, client CPU s, server CPU s) for boto3 ``upload_file`` of every file."""
     c = _client(server)
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, s0 = time.perf_counter(), time.process_time(), server.cpu_seconds()
     for p in _session_files(session):
         c.upload_file(str(p), BUCKET, f"{prefix}/{p.name}")
-    return time.perf_counter() - t0, time.process_time() - c0
+    return time.perf_counter() - t0, time.process_time() - c0, server.cpu_seconds() - s0
 
 
-def _ours_round(
-    work: Path, server: LocalS3Server, session: Path, prefix: str
-) -> tuple[float, float]:
-    """(wall s, CPU s) of one upload + verification on a fresh queue.
+def _ours_round(work: Path, server: LocalS3Server, session: Path, prefix: str) -> Round:
+    """(wall s, client CPU s, server CPU s) of one upload + verification on a fresh queue.
 
     A fresh queue each round: the robot's first upload to this server, nothing learned
     yet (the case an operator meets first, and the one outside testing measured).
@@ -118,12 +119,13 @@ def _ours_round(
     with Uploader(cfg) as u:
         u.connect()
         u.scan()
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, s0 = time.perf_counter(), time.process_time(), server.cpu_seconds()
         outcome = u.upload(session.name, force=True)
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        server_cpu = server.cpu_seconds() - s0
     if outcome != "verified":
         raise RuntimeError(f"bench upload ended {outcome!r}")
-    return dt, cpu
+    return dt, cpu, server_cpu
 
 
 def throughput(
@@ -134,8 +136,9 @@ def throughput(
         data, "bench-robot", size, message_bytes=1 * MIB, max_file_bytes=size // 4 + 1
     )
     total = sum(p.stat().st_size for p in _session_files(session))
-    ours: list[tuple[float, float]] = []
-    base: list[tuple[float, float]] = []
+    ours: list[Round] = []
+    base: list[Round] = []
+    load_before = os.getloadavg()
     # ``load`` busy processes compete for the cores, as other work on a robot does.
     busy = [
         subprocess.Popen([sys.executable, "-c", "while 1: pass"], stdin=subprocess.DEVNULL)
@@ -154,24 +157,29 @@ def throughput(
         for b in busy:
             b.kill()
             b.wait()
+    load_after = os.getloadavg()
     _clear_bucket(server)
-    ours_mbs = total / statistics.median(t for t, _ in ours) / 1e6
-    base_mbs = total / statistics.median(t for t, _ in base) / 1e6
+    ours_mbs = total / statistics.median(r[0] for r in ours) / 1e6
+    base_mbs = total / statistics.median(r[0] for r in base) / 1e6
     shutil.rmtree(data)
     return {
         "session_bytes": total,
         "rounds": rounds,
         "background_busy_processes": load,
-        "ours_s": [round(t, 2) for t, _ in ours],
-        "ours_cpu_s": [round(c, 2) for _, c in ours],
-        "boto3_upload_file_s": [round(t, 2) for t, _ in base],
-        "boto3_cpu_s": [round(c, 2) for _, c in base],
+        "loadavg_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "ours_s": [round(r[0], 2) for r in ours],
+        "ours_cpu_s": [round(r[1], 2) for r in ours],
+        "ours_server_cpu_s": [round(r[2], 2) for r in ours],
+        "boto3_upload_file_s": [round(r[0], 2) for r in base],
+        "boto3_cpu_s": [round(r[1], 2) for r in base],
+        "boto3_server_cpu_s": [round(r[2], 2) for r in base],
         "ours_MBps": round(ours_mbs, 1),
         "boto3_upload_file_MBps": round(base_mbs, 1),
         "ratio": round(ours_mbs / base_mbs, 3),
-        "ratio_per_round": [round(b / o, 3) for (o, _), (b, _) in zip(ours, base, strict=True)],
+        "ratio_per_round": [round(b[0] / o[0], 3) for o, b in zip(ours, base, strict=True)],
         "note": "ours: first upload on a fresh queue, hashing every byte and verifying "
-        "every object; CPU = this process only (the server is another)",
+        "every object; cpu_s = the client process, server_cpu_s = rclone in the same "
+        "window; loadavg includes the --load processes and anything else on the machine",
     }
 
 
@@ -366,9 +374,7 @@ def run(
             with LocalS3Server(work / f"s3-{phase}", (BUCKET,), extra) as server:
                 os.environ.update(server.env())
                 if phase == "throughput":
-                    result["throughput"] = throughput(
-                        work, server, size_mib * MIB, rounds, load
-                    )
+                    result["throughput"] = throughput(work, server, size_mib * MIB, rounds, load)
                 elif phase == "kill":
                     result["kill_at_50pct"] = kill_resume(work, server, size_mib * MIB)
                 elif phase == "fleet":
@@ -393,9 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sessions-each", type=int, default=2)
     p.add_argument("--fleet-session-kib", type=int, default=512)
     p.add_argument("--phases", default="throughput,kill,fleet")
-    p.add_argument(
-        "--load", type=int, default=0, help="busy background processes during phase 1"
-    )
+    p.add_argument("--load", type=int, default=0, help="busy background processes during phase 1")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     result = run(

@@ -67,6 +67,13 @@ class LocalS3Server:
         self._proc: subprocess.Popen[bytes] | None = None
         self.log = root.parent / f"rclone-{self.port}.log"
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the server process has used so far (Linux /proc)."""
+        if self._proc is None:
+            return 0.0
+        fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
