@@ -59,7 +59,7 @@ _NO_STATS = {"held"}  # bool flags: no numeric stats
 
 def dataset_features(mapping: ExportMapping, frame_sizes: dict[str, tuple[int, int]]
                      ) -> dict[str, dict[str, Any]]:
-    """The ``features`` of meta/info.json (``frame_sizes``: camera -> (height, width))."""
+    """The ``features`` of meta/info.json (``frame_sizes``: video key -> (h, w))."""
     features: dict[str, dict[str, Any]] = {}
     for key, feat in mapping.joint_features().items():
         names = mapping.joint_names(feat)
@@ -67,8 +67,7 @@ def dataset_features(mapping: ExportMapping, frame_sizes: dict[str, tuple[int, i
     for key in mapping.wrench_features():
         features[key] = {"dtype": "float32", "shape": [6], "names": list(WRENCH_NAMES)}
     for key in mapping.camera_features():
-        cam = key.removeprefix("observation.images.")
-        h, w = frame_sizes[cam]
+        h, w = frame_sizes[key]
         features[key] = {"dtype": "video", "shape": [h - h % 2, w - w % 2, 3],
                          "names": ["height", "width", "channels"]}
     for key, dtype in (("timestamp", "float32"), ("frame_index", "int64"),
@@ -215,7 +214,8 @@ class DatasetWriter:
         files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
         if not files:
             return
-        last = pq.read_table(files[-1]).slice(-1).to_pylist()[0]
+        table = pq.read_table(files[-1])
+        last = table.slice(table.num_rows - 1).to_pylist()[0]
         self._episodes_file = _next(last["meta/episodes/chunk_index"],
                                     last["meta/episodes/file_index"])
         self._data = _next(last["data/chunk_index"], last["data/file_index"])
@@ -235,8 +235,7 @@ class DatasetWriter:
                 sizes[key] = (int(vi["video.height"]), int(vi["video.width"]))  # type: ignore[call-overload]
             features = dataset_features(self.mapping, sizes)
             for key, mp4 in part.videos.items():
-                features[f"observation.images.{key}"]["info"] = video_info(Path(mp4),
-                                                                            self.mapping.fps)
+                features[key]["info"] = video_info(Path(mp4), self.mapping.fps)
             self.info = {
                 "codebase_version": CODEBASE_VERSION,
                 "robot_type": self.mapping.robot_type,
@@ -257,7 +256,7 @@ class DatasetWriter:
             raise ExportError(f"{self.root}: the dataset's features ({', '.join(sorted(expected))})"
                               f" differ from this mapping's ({', '.join(sorted(have))})")
         for key in part.videos:
-            if f"observation.images.{key}" not in features:
+            if key not in features:
                 raise ExportError(f"{self.root}: the dataset has no camera {key}")
 
     def add(self, result: EpisodeResult) -> list[int]:
@@ -295,7 +294,7 @@ class DatasetWriter:
                 values = column.to_numpy()
             stats[key] = column_stats(values)
         for key, st in part.image_stats.items():
-            stats[f"observation.images.{key}"] = st
+            stats[key] = st
         self.episode_stats.append(stats)
 
         row: dict[str, Any] = {
@@ -303,8 +302,7 @@ class DatasetWriter:
             "data/chunk_index": self._data[0], "data/file_index": self._data[1],
             "dataset_from_index": first, "dataset_to_index": first + n,
         }
-        for key, mp4 in part.videos.items():
-            vkey = f"observation.images.{key}"
+        for vkey, mp4 in part.videos.items():
             vf = self._video_file(vkey, Path(mp4))
             row[f"videos/{vkey}/chunk_index"] = vf.chunk
             row[f"videos/{vkey}/file_index"] = vf.file
