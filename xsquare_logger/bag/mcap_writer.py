@@ -31,6 +31,17 @@ All times are integer nanoseconds (the ROS 2 convention; rosbag2 uses the receiv
 The writer is not thread-safe: use it from one thread (the recorder's writer thread).
 zstd, lz4, zlib and hashlib release the GIL on large buffers, so the heavy work of a
 camera-rate stream does not block the ROS callbacks.
+
+With ``background=True`` (what the recorder uses) that heavy work (chunk CRC, compression,
+the file write, SHA-256 and data CRC) runs on one I/O thread of the writer's own, in order,
+while the caller packs the next chunk: at 3x720p30 raw that work is most of a core, and
+on the caller's thread it capped the recorder below the camera rate (issue 12). Every byte
+still goes to the file in the order the caller produced it (cold records are queued
+behind the chunks before them). At most ``_CHUNK_BUFFERS`` chunk buffers exist: when the
+I/O thread is that far behind, :meth:`add_message` blocks (the recorder's bounded queue
+then fills and counts drops). :meth:`flush` and :meth:`close` wait for the I/O thread, so
+the crash window is unchanged. An I/O error on that thread is raised (as
+:class:`McapWriterError`) by the next call.
 """
 
 from __future__ import annotations
@@ -38,9 +49,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import struct
+import threading
 import time
 import zlib
+from collections.abc import Callable
 from types import TracebackType
 from typing import IO, Any, Final
 
@@ -127,6 +141,18 @@ _CHUNK_HEAD: Final = struct.Struct("<BQQQQII")
 _COMPRESSIONS: Final = {"zstd": "zstd", "lz4": "lz4", "none": "", "": ""}
 _NO_COMPRESSION: Final = b"\x00\x00\x00\x00"  # empty compression String
 _MAX_ID: Final = 0xFFFF  # schema and channel ids are uint16
+# Background mode: chunk buffers in existence (one being packed, the rest queued/in I/O).
+_CHUNK_BUFFERS: Final = 3
+# A chunk that compresses to more than this fraction of its size is not worth the CPU
+# (noisy raw camera frames): the next _SKIP_CHUNKS chunks are stored uncompressed without
+# trying, then compression is tried again. Measured on 720p rgb8: zstd-1 costs ~0.3 core
+# at 250 MB/s for whatever it saves.
+_POOR_RATIO: Final = 0.9
+_SKIP_CHUNKS: Final = 15
+
+
+# Background mode: (work, cleanup); cleanup runs even when work is skipped after an error.
+_Job = tuple[Callable[[], None], Callable[[], None] | None]
 
 
 def _string(value: str) -> bytes:
@@ -155,6 +181,8 @@ class McapWriter:
         profile: MCAP profile written in the Header record (``"ros2"`` for ROS 2 CDR data).
         library: Free-form writer identification written in the Header record.
         zstd_level: zstd compression level (1 is the fastest of the normal levels).
+        background: Finish chunks (CRC, compression, write, hashing) on an I/O thread of
+            this writer's own; see the module docstring.
 
     Raises:
         McapWriterError: if ``path`` exists, cannot be created, or an argument is invalid.
@@ -169,6 +197,7 @@ class McapWriter:
         profile: str = "ros2",
         library: str = "xsquare_logger",
         zstd_level: int = 1,
+        background: bool = False,
     ) -> None:
         self._path = os.fspath(path)
         if compression not in _COMPRESSIONS:
@@ -217,6 +246,17 @@ class McapWriter:
         self._start_time: int | None = None
         self._end_time: int | None = None
 
+        # Compression pays off? (see _POOR_RATIO); touched by whoever finishes chunks.
+        self._skip_compression = 0
+
+        # Background mode (None otherwise): jobs run in order on the I/O thread, spare
+        # chunk buffers come back through the pool; the first error there stops the jobs.
+        self._jobs: queue.Queue[_Job | None] | None = None
+        self._pool: queue.Queue[bytearray | None] = queue.Queue()
+        self._io_thread: threading.Thread | None = None
+        self._bg_error: BaseException | None = None
+        self._abandon = False
+
         self._closed = False
         try:
             self._file: IO[bytes] = open(self._path, "xb")  # noqa: SIM115 - closed in close()
@@ -234,6 +274,14 @@ class McapWriter:
         except McapWriterError:
             self.abort()  # don't leak the descriptor; the empty file stays (never ours to delete)
             raise
+        if background:
+            self._jobs = queue.Queue()
+            for _ in range(_CHUNK_BUFFERS - 1):
+                self._pool.put(None)  # allocated on first use
+            self._io_thread = threading.Thread(
+                target=self._io_loop, name="xsq-mcap-io", daemon=True
+            )
+            self._io_thread.start()
 
     # ------------------------------------------------------------------ properties
 
@@ -254,7 +302,8 @@ class McapWriter:
 
     @property
     def bytes_written(self) -> int:
-        """Bytes handed to the file object so far (not counting the open chunk)."""
+        """Bytes handed to the file object so far (not the open chunk, nor chunks still
+        queued for the I/O thread in background mode)."""
         return self._offset
 
     @property
@@ -303,7 +352,7 @@ class McapWriter:
         if schema_id > _MAX_ID:
             raise McapWriterError(f"{self._path}: more than {_MAX_ID} schemas")
         record = _encode(Schema(id=schema_id, data=data, encoding=encoding, name=name))
-        self._write(record)
+        self._submit(lambda: self._write(record))
         self._schema_ids[key] = schema_id
         self._schema_records.append(record)
         return schema_id
@@ -348,7 +397,7 @@ class McapWriter:
                 schema_id=schema_id,
             )
         )
-        self._write(record)
+        self._submit(lambda: self._write(record))
         self._channel_ids[key] = channel_id
         self._channel_records.append(record)
         self._counts[channel_id] = 0
@@ -447,10 +496,16 @@ class McapWriter:
             metadata: String key/value pairs.
         """
         self._check_open()
-        offset = self._offset
         record = _encode(Metadata(name=name, metadata=dict(metadata)))
-        self._write(record)
-        self._metadata_indexes.append(MetadataIndex(offset=offset, length=len(record), name=name))
+
+        def job() -> None:
+            offset = self._offset
+            self._write(record)
+            self._metadata_indexes.append(
+                MetadataIndex(offset=offset, length=len(record), name=name)
+            )
+
+        self._submit(job)
 
     def add_attachment(
         self,
@@ -473,7 +528,6 @@ class McapWriter:
         self._check_open()
         if log_time is None:
             log_time = time.time_ns()
-        offset = self._offset
         data = bytes(data)
         # mcap.records fills in the attachment CRC (over every field before it, per the spec).
         record = _encode(
@@ -485,18 +539,22 @@ class McapWriter:
                 data=data,
             )
         )
-        self._write(record)
-        self._attachment_indexes.append(
-            AttachmentIndex(
-                offset=offset,
-                length=len(record),
-                log_time=log_time,
-                create_time=create_time,
-                data_size=len(data),
-                name=name,
-                media_type=media_type,
-            )
+        index = AttachmentIndex(
+            offset=0,
+            length=len(record),
+            log_time=log_time,
+            create_time=create_time,
+            data_size=len(data),
+            name=name,
+            media_type=media_type,
         )
+
+        def job() -> None:
+            index.offset = self._offset
+            self._write(record)
+            self._attachment_indexes.append(index)
+
+        self._submit(job)
 
     def flush(self, fsync: bool = True) -> None:
         """Close the open chunk (if it holds messages) and push everything to the OS.
@@ -510,6 +568,7 @@ class McapWriter:
         self._check_open()
         if self._chunk_messages:
             self._close_chunk()
+        self._drain()
         try:
             self._file.flush()
             if fsync:
@@ -531,6 +590,10 @@ class McapWriter:
         try:
             if self._chunk_messages:
                 self._close_chunk()
+            try:
+                self._drain()
+            finally:
+                self._stop_io()
             self._write(_encode(DataEnd(data_section_crc=self._data_crc)))
             self._write_summary()
             self._file.flush()
@@ -553,6 +616,8 @@ class McapWriter:
         if self._closed:
             return
         self._closed = True
+        self._abandon = True  # queued chunks are discarded, like the open one
+        self._stop_io()
         self._buf_len = 0
         self._chunk_messages = 0
         self._chunk_index = {}
@@ -591,6 +656,57 @@ class McapWriter:
         if self._closed:
             raise McapWriterError(f"{self._path}: writer is closed")
 
+    # -- background I/O ------------------------------------------------------------------
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` now, or (background mode) queue it behind everything before it."""
+        if self._jobs is None:
+            job()
+            return
+        self._raise_bg_error()
+        self._jobs.put((job, None))
+
+    def _raise_bg_error(self) -> None:
+        exc = self._bg_error
+        if exc is None:
+            return
+        if isinstance(exc, McapWriterError):
+            raise exc
+        raise McapWriterError(f"{self._path}: background write failed: {exc!r}") from exc
+
+    def _drain(self) -> None:
+        """Wait until the I/O thread has written everything queued; raise its error."""
+        if self._jobs is not None:
+            self._jobs.join()
+            self._raise_bg_error()
+
+    def _stop_io(self) -> None:
+        jobs, thread = self._jobs, self._io_thread
+        if jobs is None or thread is None:
+            return
+        jobs.put(None)
+        thread.join()
+        self._jobs = self._io_thread = None
+
+    def _io_loop(self) -> None:
+        jobs = self._jobs
+        assert jobs is not None
+        while True:
+            item = jobs.get()
+            if item is None:
+                jobs.task_done()
+                return
+            work, cleanup = item
+            try:
+                if self._bg_error is None and not self._abandon:
+                    work()
+            except BaseException as exc:  # raised again on the caller's thread
+                self._bg_error = exc
+            finally:
+                if cleanup is not None:
+                    cleanup()
+                jobs.task_done()
+
     def _io_error(self, what: str, exc: OSError) -> McapWriterError:
         return McapWriterError(f"{self._path}: {what} failed: {exc.strerror}", errno=exc.errno)
 
@@ -614,17 +730,55 @@ class McapWriter:
         self._offset += len(data)
 
     def _close_chunk(self) -> None:
-        """Compress the open chunk and write it, followed by one MessageIndex per channel."""
-        n = self._buf_len
-        with memoryview(self._buf) as whole, whole[:n] as body:
+        """Hand the open chunk to :meth:`_finish_chunk` (now, or on the I/O thread)."""
+        buf, n = self._buf, self._buf_len
+        start, end = self._chunk_start, self._chunk_end
+        index, unsorted = self._chunk_index, self._chunk_unsorted
+        if self._jobs is not None:
+            self._raise_bg_error()
+            spare = self._pool.get()  # blocks while every buffer is queued or being written
+            self._buf = spare if spare is not None else bytearray(len(buf))
+            self._jobs.put(
+                (
+                    lambda: self._finish_chunk(buf, n, start, end, index, unsorted),
+                    lambda: self._pool.put(buf),
+                )
+            )
+        else:
+            self._finish_chunk(buf, n, start, end, index, unsorted)
+        self._buf_len = 0
+        self._chunk_messages = 0
+        self._chunk_unsorted = False
+        self._chunk_index = {}
+
+    def _compress(self, body: memoryview) -> Any:
+        if self._skip_compression:
+            self._skip_compression -= 1
+            return body
+        if self._zstd is not None:
+            payload: Any = self._zstd.compress(body)
+        elif self._compression == "lz4":
+            payload = lz4.frame.compress(body)
+        else:
+            return body
+        if len(payload) > _POOR_RATIO * len(body):
+            self._skip_compression = _SKIP_CHUNKS
+        return payload
+
+    def _finish_chunk(
+        self,
+        buf: bytearray,
+        n: int,
+        chunk_start: int,
+        chunk_end: int,
+        chunk_index: dict[int, list[int]],
+        unsorted: bool,
+    ) -> None:
+        """Compress a packed chunk and write it, followed by one MessageIndex per channel."""
+        with memoryview(buf) as whole, whole[:n] as body:
             crc = zlib.crc32(body)
-            field = self._compression_field
-            if self._zstd is not None:
-                payload: Any = self._zstd.compress(body)
-            elif self._compression == "lz4":
-                payload = lz4.frame.compress(body)
-            else:
-                payload = body
+            payload = self._compress(body)
+            field = self._compression_field if payload is not body else _NO_COMPRESSION
             if len(payload) >= n and payload is not body:
                 # Noisy camera frames can grow under lz4; store such a chunk uncompressed
                 # (as the C++ writer rosbag2 uses does unless forceCompression is set).
@@ -634,8 +788,8 @@ class McapWriter:
                 _CHUNK_HEAD.pack(
                     Opcode.CHUNK,
                     8 + 8 + 8 + 4 + len(field) + 8 + compressed_size,
-                    self._chunk_start,
-                    self._chunk_end,
+                    chunk_start,
+                    chunk_end,
                     n,
                     crc,
                     len(field) - 4,
@@ -646,7 +800,7 @@ class McapWriter:
             chunk_offset = self._offset
             self._write(head)
             self._write(payload)
-            del payload  # drop any export of self._buf before the buffer is reused
+            del payload  # drop any export of the buffer before it is reused
         chunk_length = self._offset - chunk_offset
 
         # MessageIndex records are packed here, not by mcap.records.MessageIndex (two struct
@@ -655,9 +809,9 @@ class McapWriter:
         offsets: dict[int, int] = {}
         index_records: list[bytes] = []
         position = index_start
-        for channel_id, flat in self._chunk_index.items():
+        for channel_id, flat in chunk_index.items():
             entries = len(flat) // 2
-            if self._chunk_unsorted:
+            if unsorted:
                 pairs = sorted(zip(flat[0::2], flat[1::2], strict=True))
                 flat = [v for pair in pairs for v in pair]
             record = (
@@ -674,8 +828,8 @@ class McapWriter:
 
         self._chunk_indexes.append(
             ChunkIndex(
-                message_start_time=self._chunk_start,
-                message_end_time=self._chunk_end,
+                message_start_time=chunk_start,
+                message_end_time=chunk_end,
                 chunk_start_offset=chunk_offset,
                 chunk_length=chunk_length,
                 message_index_offsets=offsets,
@@ -685,11 +839,6 @@ class McapWriter:
                 uncompressed_size=n,
             )
         )
-
-        self._buf_len = 0
-        self._chunk_messages = 0
-        self._chunk_unsorted = False
-        self._chunk_index = {}
 
     def _write_summary(self) -> None:
         """Write summary, summary offsets, footer and trailing magic."""

@@ -155,6 +155,9 @@ class SessionWriter:
             chunk_size=self.config.chunk_size,
             zstd_level=self.config.zstd_level,
             library=f"xsquare_logger {__version__}",
+            # Compression, hashing and the file write on the writer's own I/O thread, so
+            # the recorder's writer thread keeps packing (3x720p30 raw: issue 12).
+            background=True,
         )
         for t in self.topics:
             t.file_count = 0
