@@ -27,7 +27,7 @@ from rclpy.serialization import serialize_message
 from test_tools import _h264_stream, write_session
 
 from xsquare_logger.cli.main import main as xsq_main
-from xsquare_logger.export import ExportError, align
+from xsquare_logger.export import align
 from xsquare_logger.export.mapping import load_mapping
 from xsquare_logger.export.run import EpisodeFilter, run_export
 from xsquare_logger.session.manifest import TaskEntry
@@ -91,7 +91,7 @@ def _camera_msgs(cam: str, kind: str, drop: set[int] | None = None) -> list[Msg]
             msg: Any = Image(height=48, width=64, encoding="rgb8", step=192,
                              data=frames[i % 30].tobytes())
         else:
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frames[i % 30], cv2.COLOR_RGB2BGR))
+            _ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frames[i % 30], cv2.COLOR_RGB2BGR))
             msg = CompressedImage(format="jpeg", data=jpeg.tobytes())
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, NS)
         out.append((stamp + 12 * MS, stamp + 12 * MS, i + 1, serialize_message(msg)))

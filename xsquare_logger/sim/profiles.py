@@ -70,6 +70,12 @@ HUMANOID_JOINT_NAMES: tuple[str, ...] = (
 )
 assert len(HUMANOID_JOINT_NAMES) == 28
 
+# The leader arms of teleoperation (what the operator moves): the 14 arm joints.
+LEADER_TOPIC = "/leader/joint_states"
+LEADER_JOINT_NAMES: tuple[str, ...] = tuple(
+    n for n in HUMANOID_JOINT_NAMES if any(k in n for k in ("shoulder", "elbow", "wrist"))
+)
+
 
 @dataclass(frozen=True, kw_only=True)
 class StreamSpec:
@@ -349,6 +355,17 @@ def _build(
             group="control",
         )
     )
+    # The teleoperation command (a dataset's `action`): the leader arms' joint positions.
+    streams.append(
+        JointStateStream(
+            topic=LEADER_TOPIC,
+            type_name="sensor_msgs/msg/JointState",
+            rate_hz=control_hz,
+            qos=QOS_RELIABLE,
+            group="control",
+            joint_names=LEADER_JOINT_NAMES,
+        )
+    )
     for side in GRIPPER_SIDES:
         streams.append(
             WrenchStream(
@@ -367,7 +384,8 @@ def _build(
 PROFILES: dict[str, Profile] = {
     "humanoid": _build(
         "humanoid",
-        "3x 1280x720 rgb8 cameras at 30 Hz, 28-joint states and 2 gripper wrenches at 500 Hz",
+        "3x 1280x720 rgb8 cameras at 30 Hz, 28-joint states, 14-joint leader arms and 2 "
+        "gripper wrenches at 500 Hz",
         width=1280,
         height=720,
         camera_hz=30.0,
@@ -376,7 +394,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "light": _build(
         "light",
-        "3x 320x240 rgb8 cameras at 15 Hz, 28-joint states and 2 gripper wrenches at 100 Hz",
+        "3x 320x240 rgb8 cameras at 15 Hz, 28-joint states, 14-joint leader arms and 2 "
+        "gripper wrenches at 100 Hz",
         width=320,
         height=240,
         camera_hz=15.0,
