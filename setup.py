@@ -43,6 +43,8 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # H.264 camera compression: libx264 inside PyAV is GPL, so it is opt-in.
     "h264": ["av>=18.1"],
+    # xsq export lerobot: parquet (pyarrow) and MP4 remux/encode (PyAV; libx264 is GPL).
+    "export": ["pyarrow>=26", "av>=18.1"],
     # ROS 2 Kilted from the PyPI "ros-*" wheels, for machines without a ROS install
     # (make setup, CI). With a ROS distro these come from apt (package.xml exec_depend);
     # never install this extra there (the Docker image does not).
@@ -92,6 +94,7 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/launch", _files("launch/*.launch.py")),
         (f"share/{package_name}/config", _files("config/*.yaml")),
+        (f"share/{package_name}/config/export", _files("config/export/*.yaml")),
     ],
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
