@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+# pyarrow ships no type information (its stubs are a separate, unofficial package).
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from xsquare_logger.export import ExportError
 from xsquare_logger.export.episode import QUANTILES, EpisodeResult, PartResult
@@ -233,9 +235,9 @@ class DatasetWriter:
             for key, mp4 in part.videos.items():
                 vi = video_info(Path(mp4), self.mapping.fps)
                 sizes[key] = (int(vi["video.height"]), int(vi["video.width"]))  # type: ignore[call-overload]
-            features = dataset_features(self.mapping, sizes)
+            made = dataset_features(self.mapping, sizes)
             for key, mp4 in part.videos.items():
-                features[key]["info"] = video_info(Path(mp4), self.mapping.fps)
+                made[key]["info"] = video_info(Path(mp4), self.mapping.fps)
             self.info = {
                 "codebase_version": CODEBASE_VERSION,
                 "robot_type": self.mapping.robot_type,
@@ -243,7 +245,7 @@ class DatasetWriter:
                 "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": DATA_FILE_MB,
                 "video_files_size_in_mb": VIDEO_FILE_MB, "fps": self.mapping.fps,
                 "splits": {}, "data_path": DATA_PATH, "video_path": VIDEO_PATH,
-                "features": features,
+                "features": made,
             }
         features: dict[str, dict[str, Any]] = self.info["features"]
         return features

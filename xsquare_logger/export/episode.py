@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+# pyarrow ships no type information (its stubs are a separate, unofficial package).
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from xsquare_logger.camera.cdr import CdrError, compressed_video_data, parse_image
 from xsquare_logger.camera.h264 import is_keyframe
