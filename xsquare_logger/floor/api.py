@@ -10,7 +10,7 @@ field is named), 503 database down. docs/floor-api.md documents every route.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +33,9 @@ from xsquare_logger.floor.metrics import CONTENT_TYPE, render
 from xsquare_logger.floor.protocol import (
     API_PREFIX,
     EpisodePage,
+    ErrorBody,
     FloorSummary,
+    Health,
     Heartbeat,
     RobotTile,
     SessionDetail,
@@ -95,6 +97,36 @@ def _reader(who: Who) -> Principal:
 
 
 Reader = Annotated[Principal, Depends(_reader)]
+
+_ERRORS = {
+    401: "Missing, unknown or revoked token",
+    403: "The token may not do this",
+    404: "No such robot or session",
+    409: "The request contradicts the catalog",
+    422: "Bad input (the first bad field is named)",
+    503: "The database does not answer; retry later",
+}
+
+
+def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    # The spec declares what each route really answers, with the real body: FastAPI's
+    # default 422 schema (a list of errors) is not what _invalid() sends.
+    return {c: {"model": ErrorBody, "description": _ERRORS[c]} for c in codes}
+
+
+_AUTH = (401, 403, 503)
+
+
+def _json_errors(spec: dict[str, Any]) -> dict[str, Any]:
+    """Error answers are JSON on every route; FastAPI files them under the route's own
+    media type (text/plain for /metrics)."""
+    for ops in spec.get("paths", {}).values():
+        for op in ops.values():
+            for code, answer in op.get("responses", {}).items():
+                content = answer.get("content", {})
+                if code >= "400" and "application/json" not in content and content:
+                    answer["content"] = {"application/json": next(iter(content.values()))}
+    return spec
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Rows per page.")]
 Since = Annotated[str | None, Query(description="Start >= this: YYYY-MM-DD, ISO 8601 "
                                                 "date-time, or ns since the epoch.")]
@@ -121,6 +153,7 @@ def create_app(catalog: Catalog, dashboard: Path | None = DASHBOARD) -> FastAPI:
     )
     # The only per-app state: the catalog handle (a connection pool, no data).
     app.state.catalog = catalog
+    app.openapi = lambda: _json_errors(FastAPI.openapi(app))  # type: ignore[method-assign]
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -139,7 +172,8 @@ def create_app(catalog: Catalog, dashboard: Path | None = DASHBOARD) -> FastAPI:
     p = API_PREFIX
 
     @app.post(f"{p}/robots/{{robot_id}}/heartbeats", status_code=204, tags=["robots"],
-              summary="Report the robot's state (its own robot_id only)")
+              summary="Report the robot's state (its own robot_id only)",
+              responses=_answers(*_AUTH, 422))
     def post_heartbeat(robot_id: str, hb: Heartbeat, who: Who) -> Response:
         _own_robot(robot_id, who)
         if hb.robot_id != robot_id:
@@ -149,7 +183,8 @@ def create_app(catalog: Catalog, dashboard: Path | None = DASHBOARD) -> FastAPI:
 
     @app.put(f"{p}/robots/{{robot_id}}/sessions/{{session_id}}", response_model=SessionRow,
              tags=["sessions"], summary="Add or update a session and its episodes (idempotent)",
-             responses={201: {"model": SessionRow, "description": "Created"}})
+             responses={201: {"model": SessionRow, "description": "Created"},
+                        **_answers(*_AUTH, 409, 422)})
     def put_session(
         robot_id: str, session_id: str, report: SessionReport, who: Who, response: Response
     ) -> SessionRow:
@@ -169,12 +204,13 @@ def create_app(catalog: Catalog, dashboard: Path | None = DASHBOARD) -> FastAPI:
         return SessionRow.model_validate(detail.model_dump(include=set(SessionRow.model_fields)))
 
     @app.get(f"{p}/robots", response_model=list[RobotTile], tags=["robots"],
-             summary="Every registered robot as a dashboard tile")
+             summary="Every registered robot as a dashboard tile", responses=_answers(*_AUTH))
     def get_robots(_: Reader) -> list[RobotTile]:
         return catalog.robots()
 
     @app.get(f"{p}/robots/{{robot_id}}", response_model=RobotTile, tags=["robots"],
-             summary="One robot (readers, or that robot's own token)")
+             summary="One robot (readers, or that robot's own token)",
+             responses=_answers(*_AUTH, 404, 422))
     def get_robot(robot_id: str, who: Who) -> RobotTile:
         if who.kind == "robot" and who.name != robot_id:
             raise ApiError(403, f"token of robot {who.name!r} may not read robot {robot_id!r}")
@@ -184,7 +220,8 @@ def create_app(catalog: Catalog, dashboard: Path | None = DASHBOARD) -> FastAPI:
         return tile
 
     @app.get(f"{p}/sessions", response_model=SessionPage, tags=["sessions"],
-             summary="Sessions by start time, oldest first (keyset pages)")
+             summary="Sessions by start time, oldest first (keyset pages)",
+             responses=_answers(*_AUTH, 422))
     def get_sessions(
         _: Reader, robot: str | None = None, since: Since = None, until: Until = None,
         limit: Limit = 100, cursor: str | None = None,
@@ -193,7 +230,8 @@ def create_app(catalog: Catalog, dashboard: Path | None = DASHBOARD) -> FastAPI:
                                 limit, cursor or None)
 
     @app.get(f"{p}/sessions/{{session_id}}", response_model=SessionDetail, tags=["sessions"],
-             summary="One session with its files, episodes and session.json")
+             summary="One session with its files, episodes and session.json",
+             responses=_answers(*_AUTH, 404, 422))
     def get_session(session_id: str, _: Reader) -> SessionDetail:
         detail = catalog.session(session_id)
         if detail is None:
@@ -201,7 +239,8 @@ def create_app(catalog: Catalog, dashboard: Path | None = DASHBOARD) -> FastAPI:
         return detail
 
     @app.get(f"{p}/episodes", response_model=EpisodePage, tags=["episodes"],
-             summary="Episodes matching every given filter, oldest first (keyset pages)")
+             summary="Episodes matching every given filter, oldest first (keyset pages)",
+             responses=_answers(*_AUTH, 422))
     def get_episodes(
         _: Reader, task: str | None = None, outcome: str | None = None,
         operator: str | None = None, robot: str | None = None, site: str | None = None,
@@ -215,16 +254,19 @@ def create_app(catalog: Catalog, dashboard: Path | None = DASHBOARD) -> FastAPI:
         return catalog.episodes(where, limit, cursor or None)
 
     @app.get(f"{p}/summary", response_model=FloorSummary, tags=["floor"],
-             summary="Floor totals of one day (service local time)")
+             summary="Floor totals of one day (service local time)",
+             responses=_answers(*_AUTH, 422))
     def get_summary(_: Reader, day: str | None = None) -> FloorSummary:
         return catalog.summary(day or None)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["floor"],
-             summary="Prometheus text format (reader token)")
+             summary="Prometheus text format (reader token)", responses=_answers(*_AUTH))
     def get_metrics(_: Reader) -> PlainTextResponse:
         return PlainTextResponse(render(catalog), media_type=CONTENT_TYPE)
 
-    @app.get("/healthz", tags=["floor"], summary="200 when the database answers (no auth)")
+    @app.get("/healthz", tags=["floor"], summary="200 when the database answers (no auth)",
+             response_model=Health, responses={503: {"model": Health,
+                                                     "description": _ERRORS[503]}})
     def healthz() -> JSONResponse:
         try:
             catalog.ping()

@@ -22,8 +22,10 @@ __all__ = [
     "API_PREFIX",
     "EpisodePage",
     "EpisodeRow",
+    "ErrorBody",
     "FileRow",
     "FloorSummary",
+    "Health",
     "Heartbeat",
     "RobotState",
     "RobotTile",
@@ -104,6 +106,20 @@ class SessionReport(_Wire):
 
 
 # -- what readers (dashboard, engineers, training jobs) get back ---------------------------
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (4xx, 5xx) of the service."""
+
+    detail: str = Field(description="One line naming the problem; validation errors start "
+                                    "with the location of the first bad field.")
+
+
+class Health(BaseModel):
+    """``GET /healthz``."""
+
+    status: Literal["ok", "unavailable"]
+    detail: str | None = Field(None, description="Why the database does not answer (503).")
 
 
 class RobotTile(BaseModel):
