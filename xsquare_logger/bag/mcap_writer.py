@@ -143,12 +143,6 @@ _NO_COMPRESSION: Final = b"\x00\x00\x00\x00"  # empty compression String
 _MAX_ID: Final = 0xFFFF  # schema and channel ids are uint16
 # Background mode: chunk buffers in existence (one being packed, the rest queued/in I/O).
 _CHUNK_BUFFERS: Final = 3
-# A chunk that compresses to more than this fraction of its size is not worth the CPU
-# (noisy raw camera frames): the next _SKIP_CHUNKS chunks are stored uncompressed without
-# trying, then compression is tried again. Measured on 720p rgb8: zstd-1 costs ~0.3 core
-# at 250 MB/s for whatever it saves.
-_POOR_RATIO: Final = 0.9
-_SKIP_CHUNKS: Final = 15
 
 
 # Background mode: (work, cleanup); cleanup runs even when work is skipped after an error.
@@ -246,15 +240,13 @@ class McapWriter:
         self._start_time: int | None = None
         self._end_time: int | None = None
 
-        # Compression pays off? (see _POOR_RATIO); touched by whoever finishes chunks.
-        self._skip_compression = 0
-
         # Background mode (None otherwise): jobs run in order on the I/O thread, spare
         # chunk buffers come back through the pool; the first error there stops the jobs.
         self._jobs: queue.Queue[_Job | None] | None = None
         self._pool: queue.Queue[bytearray | None] = queue.Queue()
         self._io_thread: threading.Thread | None = None
         self._bg_error: BaseException | None = None
+        self._pending = 0  # see bytes_pending
         self._abandon = False
 
         self._closed = False
@@ -305,6 +297,12 @@ class McapWriter:
         """Bytes handed to the file object so far (not the open chunk, nor chunks still
         queued for the I/O thread in background mode)."""
         return self._offset
+
+    @property
+    def bytes_pending(self) -> int:
+        """Uncompressed bytes of chunks handed to the I/O thread and not written yet (an
+        upper bound of what they add to :attr:`bytes_written`; 0 when not in background)."""
+        return self._pending
 
     @property
     def message_count(self) -> int:
@@ -738,10 +736,15 @@ class McapWriter:
             self._raise_bg_error()
             spare = self._pool.get()  # blocks while every buffer is queued or being written
             self._buf = spare if spare is not None else bytearray(len(buf))
+            self._pending += n
+
+            def done() -> None:
+                self._pending -= n  # after _offset grew: the sum never dips below the truth
+                self._pool.put(buf)
             self._jobs.put(
                 (
                     lambda: self._finish_chunk(buf, n, start, end, index, unsorted),
-                    lambda: self._pool.put(buf),
+                    done,
                 )
             )
         else:
@@ -752,18 +755,11 @@ class McapWriter:
         self._chunk_index = {}
 
     def _compress(self, body: memoryview) -> Any:
-        if self._skip_compression:
-            self._skip_compression -= 1
-            return body
         if self._zstd is not None:
-            payload: Any = self._zstd.compress(body)
-        elif self._compression == "lz4":
-            payload = lz4.frame.compress(body)
-        else:
-            return body
-        if len(payload) > _POOR_RATIO * len(body):
-            self._skip_compression = _SKIP_CHUNKS
-        return payload
+            return self._zstd.compress(body)
+        if self._compression == "lz4":
+            return lz4.frame.compress(body)
+        return body
 
     def _finish_chunk(
         self,

@@ -198,7 +198,10 @@ class SessionWriter:
         if f.first_log_ns is None:
             return False
         cfg = self.config
-        if cfg.max_bag_size and f.writer.bytes_written >= cfg.max_bag_size:
+        # Chunks still queued on the writer's I/O thread count too (uncompressed: the
+        # split comes at most that much early, never late).
+        written = f.writer.bytes_written + f.writer.bytes_pending
+        if cfg.max_bag_size and written >= cfg.max_bag_size:
             return True
         return bool(
             cfg.max_bag_duration and log_time - f.first_log_ns >= cfg.max_bag_duration * 1e9
