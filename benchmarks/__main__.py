@@ -1,4 +1,5 @@
-"""`make bench`: the recorder against a bare-subscriber ceiling, plus the writer micro-benchmark.
+"""`make bench`: the recorder against a bare-subscriber ceiling, plus the writer micro-benchmark,
+upload, clip, tablet link and floor service phases (each ``--skip-...`` able).
 
 Both phases run in this process group, one after the other, on the same sim
 load, so the ratio recorded ÷ ceiling is measured on the same machine state.
@@ -211,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-tablet", action="store_true")
     ap.add_argument("--skip-clip", action="store_true")
     ap.add_argument("--skip-upload", action="store_true")
+    ap.add_argument("--skip-floor", action="store_true")
+    ap.add_argument("--floor-duration", type=float, default=60.0,
+                    help="seconds the floor benchmark's 100 robots heartbeat (default 60)")
     ap.add_argument("--keep", action="store_true", help="keep the session under bench_out/")
     ap.add_argument("--json", type=Path, help="also write all results to this file")
     args = ap.parse_args(argv)
@@ -242,6 +246,16 @@ def main(argv: list[str] | None = None) -> int:
             v = r[name]
             print(f"{name:12} p50 {v['p50_ms']:.3f}  p99 {v['p99_ms']:.3f}  "
                   f"mean {v['mean_ms']:.3f}  max {v['max_ms']:.3f}")
+    if not args.skip_floor:
+        from benchmarks import floor
+
+        print("[bench] floor service: 100 robots + 12,000 episodes on SQLite and PostgreSQL, "
+              "queries over 360,000 episodes, dashboard first render", flush=True)
+        floor_args = floor.parser().parse_args(["--duration", str(args.floor_duration)])
+        results["floor"] = floor.run(floor_args)
+        floor.print_table(results["floor"])
+        if not args.json:
+            floor.write_json(results["floor"], floor_args.json)
     if not args.skip_humanoid:
         if args.keep:
             Path("bench_out").mkdir(exist_ok=True)
