@@ -85,8 +85,11 @@ format: setup
 demo: setup
 	$(VENV)/bin/xsq demo
 
+# Options for the benchmarks, e.g. make bench BENCH_ARGS="--skip-humanoid --floor-duration 20"
+# (python -m benchmarks --help lists them; the floor phase: benchmarks/floor.py).
+BENCH_ARGS ?=
 bench: setup
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 # Re-pin after changing setup.py's dependencies or requirements.txt: installs what is new
 # (existing pins kept; to upgrade one, delete its line from constraints.txt first), then
