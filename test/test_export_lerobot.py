@@ -445,3 +445,18 @@ def test_killed_export_leaves_dataset_unchanged(session: Path, mapping_file: Pat
     # The next export clears what was staged and works.
     s = run_export(out, [str(session)], m, EpisodeFilter(task="wipe table"), 1)
     assert s.written == 1 and not staging.exists()
+
+
+def test_default_mapping_encodes_av1_when_available(session: Path, tmp_path: Path) -> None:
+    """config/export/humanoid.yaml as shipped (video_codec auto); episodes concatenated."""
+    from xsquare_logger.export.video import codec_for
+
+    run_export(tmp_path / "ds", [str(session)], load_mapping(), EpisodeFilter(), 2)
+    info = json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())
+    expect = "av1" if codec_for("auto") == "libsvtav1" else "h264"
+    key = "observation.images.head"
+    assert info["features"][key]["info"]["video.codec"] == expect
+    assert info["features"]["observation.images.right_wrist"]["info"]["video.codec"] == "h264"
+    with av.open(str(tmp_path / f"ds/videos/{key}/chunk-000/file-000.mp4")) as c:
+        times = [f.time for f in c.decode(video=0)]
+    assert times == pytest.approx([k / 30 for k in range(info["total_frames"])], abs=1e-4)

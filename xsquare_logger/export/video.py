@@ -192,7 +192,8 @@ def concat(parts: list[Path], out: Path, fps: int, append_to: Path | None = None
             with av.open(str(src)) as c:
                 stream = c.streams.video[0]
                 if target is None:
-                    target = dst.add_stream_from_template(stream)
+                    # opaque: the decoder (libdav1d for AV1) is no encoder name to look up.
+                    target = dst.add_stream_from_template(stream, opaque=True)
                     target.time_base = TIME_BASE
                 before = n
                 for packet in c.demux(stream):
