@@ -177,13 +177,11 @@ def _extradata(path: Path) -> bytes:
         return bytes(c.streams.video[0].codec_context.extradata or b"")
 
 
-def concat(parts: list[Path], out: Path, fps: int, append_to: Path | None = None) -> list[int]:
-    """Copy the packets of ``parts`` (each on the grid, from a keyframe) into ``out``.
-
-    ``append_to`` (an existing file of this run) goes first. Returns each part's frame count.
-    """
+def concat(parts: list[Path], out: Path, fps: int) -> list[int]:
+    """Copy the packets of ``parts`` (each on the grid, from a keyframe) into ``out``,
+    re-timed onto one grid; return each part's frame count."""
     av = _av()
-    sources = ([append_to] if append_to else []) + parts
+    sources = parts
     counts: list[int] = []
     with av.open(str(out), "w", format="mp4") as dst:
         target = None
@@ -203,7 +201,7 @@ def concat(parts: list[Path], out: Path, fps: int, append_to: Path | None = None
                     dst.mux(packet)
                     n += 1
                 counts.append(n - before)
-    return counts[1:] if append_to else counts
+    return counts
 
 
 def same_codec(a: Path, b: Path) -> bool:
