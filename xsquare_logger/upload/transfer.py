@@ -6,8 +6,16 @@ committed to the queue as soon as the server confirms them. After a kill,
 size matches and its ETag equals the one we recorded, or the MD5 of the same
 bytes read again from disk. Every byte is read once in order and hashed twice:
 sha256 over the file (compared with session.json at the end, skipped parts
-included, so a file that changed since close never completes) and MD5 per part
-(sent as Content-MD5, which S3 servers check, and compared with the part's ETag).
+included, so a file that changed since close never completes) and MD5 per body.
+
+A single PUT goes with Content-MD5: a damaged body is refused, never stored (it
+may be session.json, the commit marker). A part goes without it while the server
+answers parts with ETags that are MD5s: the ETag is the server's MD5 of the bytes
+it received, compared with ours at once; a mismatch drops the upload and the file
+starts over (no part of it can complete; not every server lets a part be replaced).
+That is the same check, by the same server-side MD5, without making servers that
+compute the ETag separately (rclone) hash every byte twice. A server whose part
+ETags are not MD5s (SSE-KMS) gets Content-MD5 on every later part.
 The server's answer to the request that creates the object (PUT, or
 CompleteMultipartUpload: ``md5(part md5s)-N``) is recorded for verification.
 """
@@ -32,7 +40,7 @@ from xsquare_logger.upload.backends import (
 from xsquare_logger.upload.queue import FileRow, PartRow, UploadQueue
 from xsquare_logger.upload.verify import is_md5_etag, multipart_etag, verify_object
 
-__all__ = ["FileTransfer", "LocalFileChanged", "Paused", "effective_part_size"]
+__all__ = ["FileTransfer", "LocalFileChanged", "PartDamaged", "Paused", "effective_part_size"]
 
 MAX_PARTS = 10_000  # S3 limit
 MIB = 1024 * 1024
@@ -44,6 +52,10 @@ class Paused(XsqError):
 
 class LocalFileChanged(PermanentError):
     """The local bytes no longer hash to the sha256 in session.json: never upload them."""
+
+
+class PartDamaged(TransientError):
+    """The server's MD5 of a part differs from ours: the bytes were damaged on the way."""
 
 
 def effective_part_size(size: int, part_size: int) -> int:
@@ -77,6 +89,9 @@ class FileTransfer:
         self.concurrency = concurrency
         self.pause_reason = pause_reason
         self.progress = progress or (lambda: None)
+        # Parts go without Content-MD5 until a part answer is not an MD5 (see the module
+        # docstring): then the server's own check is the only per-part one left.
+        self.part_content_md5 = False
         # Shared by every file sent through this transfer: two files in progress at
         # once still have at most ``concurrency`` parts (and part buffers) in flight.
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -179,7 +194,12 @@ class FileTransfer:
             self.queue.file_reset(session_id, f.name)
             raise changed
         if errors:
-            exc = errors[0]
+            exc = next((e for e in errors if isinstance(e, PartDamaged)), errors[0])
+            if isinstance(exc, PartDamaged):
+                # The server holds a damaged part: drop the upload so it never completes.
+                self.backend.abort_multipart(key, upload_id)
+                self.queue.file_reset(session_id, f.name)
+                raise TransientError(f"{exc}; the file will be sent again") from None
             if isinstance(exc, NoSuchUpload):
                 # The server lost the upload (restart): start this file over next attempt.
                 self.queue.file_reset(session_id, f.name)
@@ -244,9 +264,15 @@ class FileTransfer:
         part_md5: dict[int, str],
     ) -> None:
         md5 = hashlib.md5(chunk).hexdigest()
-        etag = self.backend.upload_part(key, upload_id, n, offset, chunk, md5)
-        if is_md5_etag(etag) and etag.lower() != md5:
-            raise TransientError(f"{key} part {n}: server stored ETag {etag}, sent MD5 {md5}")
+        etag = self.backend.upload_part(
+            key, upload_id, n, offset, chunk, md5 if self.part_content_md5 else ""
+        )
+        if not is_md5_etag(etag):
+            self.part_content_md5 = True
+        elif etag.lower() != md5:
+            raise PartDamaged(
+                f"{key} part {n} arrived damaged: the server's MD5 is {etag}, ours {md5}"
+            )
         self.queue.add_part(session_id, f.name, upload_id, PartRow(n, len(chunk), md5, etag), True)
         part_md5[n] = md5
         self.progress()
