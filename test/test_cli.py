@@ -25,6 +25,19 @@ def test_demo_records_the_light_sim_and_prints_the_summary(env, tmp_path: Path) 
     assert counts["/camera/head/image_raw"] > 0 and counts["/joint_states"] > 0
 
 
+def test_demo_refuses_in_one_line_when_the_session_would_not_fit(tmp_path: Path) -> None:
+    old = tmp_path / "old_session"
+    old.mkdir()
+    (old / "session.json").write_text("{}")
+    # A week of raw humanoid cameras (~150 TB) fits on no disk here.
+    res = xsq("demo", "--duration", "604800", "--data-root", str(tmp_path), timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "demo needs ~" in lines[0] and "GiB are free" in lines[0]
+    assert "Traceback" not in res.stderr and "[demo] starting" not in res.stdout
+    assert (old / "session.json").exists()  # refused before removing anything
+
+
 def test_info_and_recover_explain_bad_paths(tmp_path: Path) -> None:
     res = xsq("info", str(tmp_path / "nope"))
     assert res.returncode == 1 and "no such session directory" in res.stderr

@@ -10,10 +10,42 @@ import tempfile
 import time
 from pathlib import Path
 
+from xsquare_logger.config.model import RecordingConfig
+from xsquare_logger.errors import XsqError
 from xsquare_logger.ros.env import ros_env
+from xsquare_logger.sim.profiles import get_profile
 from xsquare_logger.tools.info import format_info, session_info
 
-__all__ = ["run_demo"]
+__all__ = ["DemoDiskError", "demo_bytes", "run_demo"]
+
+GIB = 1024**3
+
+
+class DemoDiskError(XsqError):
+    """The demo session would not fit on the disk of its data root."""
+
+
+def demo_bytes(profile: str, duration: float) -> int:
+    """What ``duration`` s of ``profile`` write at most: raw frames, before compression
+    (the sim's frames shrink ~20% under zstd; real camera content much less), plus 5% for
+    the control topics and the MCAP framing."""
+    return int(get_profile(profile).image_bytes_per_second() * duration * 1.05)
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _check_disk(data_root: Path, old: list[Path], need: int) -> None:
+    """Refuse (one line) unless the session fits beside the recorder's disk reserve."""
+    reserve = RecordingConfig().disk_reserve_bytes  # the recorder closes the session there
+    free = shutil.disk_usage(data_root).free + sum(_tree_bytes(p) for p in old)
+    if free < need + reserve:
+        raise DemoDiskError(
+            f"demo needs ~{need / GIB:.1f} GiB plus the recorder's {reserve / GIB:.0f} GiB "
+            f"disk reserve in {data_root}, but only {free / GIB:.1f} GiB are free "
+            "(use a shorter --duration, --profile light, or another --data-root)"
+        )
 
 
 def _start(args: list[str], env: dict[str, str], out: Path, err: Path) -> subprocess.Popen[bytes]:
@@ -36,11 +68,18 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
 def run_demo(duration: float, profile: str, data_root: Path) -> int:
     """Record ``duration`` seconds of the sim into a new session under ``data_root``."""
-    env = ros_env()
     data_root.mkdir(parents=True, exist_ok=True)
     # data/demo is the demo's scratch folder: 20 s of raw humanoid data is ~5 GB,
     # so keep only the newest demo session.
-    for old in sorted(p for p in data_root.iterdir() if (p / "session.json").exists()):
+    olds = sorted(p for p in data_root.iterdir() if (p / "session.json").exists())
+    need = demo_bytes(profile, duration)
+    _check_disk(data_root, olds, need)
+    print(
+        f"[demo] this writes up to ~{need / GIB:.1f} GiB ({duration:.0f} s of raw {profile} "
+        f"cameras) into {data_root.resolve()}; only the newest demo session is kept there"
+    )
+    env = ros_env()
+    for old in olds:
         print(f"[demo] removing previous demo session {old}")
         shutil.rmtree(old)
     logs = Path(tempfile.mkdtemp(prefix="xsq-demo-"))
