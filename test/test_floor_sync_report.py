@@ -36,3 +36,29 @@ def test_robot_report_and_sync_catalogue_a_session_identically(tmp_path: Path) -
         # bytes: the session's data files, as its session.json lists them.
         assert a.bytes == sum(f.size for f in a.files) == sum(
             p.stat().st_size for p in session.glob("*.mcap"))
+
+
+def test_a_conflicting_marker_is_a_problem_line_and_sync_goes_on(tmp_path: Path) -> None:
+    """A session id catalogued for another robot (a robot reported someone else's id)
+    must not stop sync at that marker: the others are still added, the conflict is shown."""
+    from xsquare_logger.floor.protocol import SessionReport
+
+    depot = tmp_path / "depot"
+    ids = []
+    for seed, robot in enumerate(("r1", "r2")):
+        session = make_session(tmp_path / "data", robot, 50_000, seed=seed)
+        shutil.copytree(session, depot / robot / "2026-05-28" / session.name)
+        ids.append(session.name)
+    with Catalog(f"sqlite:///{tmp_path}/c.db") as catalog:
+        squatted = build_session_report(tmp_path / "data" / ids[0])
+        theirs = squatted.manifest.model_copy(update={"robot_id": "r9"})
+        catalog.ingest_session(SessionReport(manifest=theirs))
+        result = sync(catalog, open_destination(f"file://{depot}"))
+        assert (result.markers, result.added, result.updated) == (2, 1, 0)
+        assert len(result.problems) == 1 and ids[0] in result.problems[0]
+        assert "r9" in result.problems[0] and "\n" not in result.problems[0]
+        assert result.line() == "2 sessions in the bucket: 1 added, 0 updated, 1 in conflict"
+        two = catalog.session(ids[1])
+        assert two is not None and two.upload_state == "verified"
+        one = catalog.session(ids[0])
+        assert one is not None and one.robot_id == "r9"  # the catalog is not silently changed

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from xsquare_logger.config.upload import S3Config, UploadConfig
-from xsquare_logger.floor.catalog import Catalog
+from xsquare_logger.floor.catalog import Catalog, CatalogConflict
 from xsquare_logger.floor.catalog.core import UPLOAD_RANK
 from xsquare_logger.floor.protocol import SessionReport, session_bytes
 from xsquare_logger.session.manifest import MANIFEST_NAME, SessionManifest
@@ -30,12 +30,18 @@ class SyncResult:
     markers: int = 0  # session.json objects found
     added: int = 0
     updated: int = 0
-    problems: list[str] = field(default_factory=list)  # one line per unreadable marker
+    unreadable: int = 0  # not a valid session.json
+    conflicts: int = 0  # its session id is catalogued for another robot
+    problems: list[str] = field(default_factory=list)  # one line per marker not catalogued
 
     def line(self) -> str:
         text = (f"{self.markers} sessions in the bucket: {self.added} added, "
                 f"{self.updated} updated")
-        return text + (f", {len(self.problems)} unreadable" if self.problems else "")
+        if self.unreadable:
+            text += f", {self.unreadable} unreadable"
+        if self.conflicts:
+            text += f", {self.conflicts} in conflict"
+        return text
 
 
 def open_destination(destination: str, s3: S3Config | None = None) -> Backend:
@@ -76,6 +82,7 @@ def sync(catalog: Catalog, backend: Backend) -> SyncResult:
             manifest = SessionManifest.model_validate(json.loads(data))
         except (ValueError, ValidationError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            result.unreadable += 1
             result.problems.append(f"{remote}/{MANIFEST_NAME}: not a valid session.json: {first}")
             continue
         report = SessionReport(
@@ -84,7 +91,15 @@ def sync(catalog: Catalog, backend: Backend) -> SyncResult:
             remote=remote,
             bytes=session_bytes(manifest),
         )
-        if catalog.ingest_session(report):
+        try:
+            changed = catalog.ingest_session(report)
+        except CatalogConflict as exc:
+            # One bad marker (its id catalogued for another robot) must not keep every
+            # marker after it out of the catalog: shown, skipped, the pass goes on.
+            result.conflicts += 1
+            result.problems.append(f"{remote}/{MANIFEST_NAME}: {exc}")
+            continue
+        if changed:
             if have is None:
                 result.added += 1
             else:
