@@ -51,6 +51,10 @@ def run_phase(
     if kind == "ceiling":
         sub = start(["-m", "benchmarks.ceiling"], env, logs / "sub.out", logs / "sub.err")
         ready = None
+    elif kind == "naive":  # rclpy + official mcap Writer (zstd) from the callback
+        sub = start(["-m", "benchmarks.naive", str(logs / "naive.mcap")], env,
+                    logs / "sub.out", logs / "sub.err")  # fmt: skip
+        ready = None
     else:
         session = workdir / "session"
         sub = start(
@@ -93,10 +97,10 @@ def run_phase(
         "sim_cpu_percent": 100.0 * sim_cpu / max(1e-9, wall1 - wall0),
         "wall_s": wall1 - wall0,
     }
-    if kind == "ceiling":
+    if kind in ("ceiling", "naive"):
         sub_stats = json.loads((logs / "sub.out").read_text().strip().splitlines()[-1])
         out["received"] = sub_stats["received"]
-        out["bytes"] = sub_stats["bytes"]
+        out["bytes"] = sub_stats.get("bytes", {})
     else:
         manifest = json.loads((workdir / "session" / "session.json").read_text())
         out["topics"] = manifest["topics"]
@@ -115,6 +119,11 @@ def humanoid_bench(
         print(f"[bench] recorder: xsq record (cameras {cameras}, chunks {compression}), "
               f"{profile} profile, {duration:.0f} s", flush=True)
         rec = run_phase("recorder", duration, profile, workdir, compression, cameras)
+        naive = None
+        if cameras == "raw":
+            print(f"[bench] naive: rclpy + mcap.writer.Writer (zstd) in the callback, "
+                  f"{profile} profile, {duration:.0f} s", flush=True)
+            naive = run_phase("naive", duration, profile, workdir, compression, cameras)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -143,6 +152,8 @@ def humanoid_bench(
                 "recorded": recorded,
                 "lost": lost,
                 "ratio": ratio,
+                "naive_ratio": _ratio(naive, topic, received / pub_c)
+                if naive and pub_c and received else None,
             }
         )
     total_pub_r = sum(rec["published"].values())
@@ -169,6 +180,12 @@ def humanoid_bench(
     }
 
 
+def _ratio(phase: dict, topic: str, ceiling_fraction: float) -> float:
+    """A phase's received ÷ its own published, over the ceiling's same fraction."""
+    pub = phase["published"].get(topic, 0)
+    return phase["received"].get(topic, 0) / pub / ceiling_fraction if pub else 0.0
+
+
 def print_humanoid(r: dict) -> None:
     print(f"\n== recorder vs ceiling: {r['profile']} profile, {r['duration_s']:.0f} s, "
           f"cameras {r['cameras']}, chunks {r['compression']} ==")
@@ -179,6 +196,10 @@ def print_humanoid(r: dict) -> None:
               f"{row['published_recorder_run']:>9} {row['recorded']:>9} {row['lost']:>5} "
               f"{row['ratio']:>6.3f}")
     print(f"recorded ÷ ceiling (all topics): {r['ratio_total']:.4f}   lost: {r['lost_total']}")
+    naive = [row["naive_ratio"] for row in r["rows"] if row["naive_ratio"] is not None]
+    if naive:
+        print("naive rclpy + mcap Writer (zstd) in the callback ÷ ceiling, per topic: "
+              f"min {min(naive):.3f}  " + " ".join(f"{v:.3f}" for v in naive))
     print(f"raw data received by the ceiling: {r['raw_MBps_published']:.1f} MB/s   recorded "
           f"payload: {r['recorded_MBps']:.1f} MB/s   on disk: {r['disk_MBps']:.1f} MB/s")
     print(f"CPU: recorder {r['recorder_cpu_percent']:.0f}%  ceiling subscriber "
