@@ -23,7 +23,7 @@ from typing import Any
 
 from xsquare_logger.errors import XsqError
 
-__all__ = ["DEFAULT_LISTEN", "FloorCliError", "add_parser", "run"]
+__all__ = ["DEFAULT_LISTEN", "FloorCliError", "add_parser", "episode_rows", "run"]
 
 DEFAULT_LISTEN = "127.0.0.1:8600"
 DATA_DIR_ENV = "XSQ_FLOOR_DATA_DIR"
@@ -315,7 +315,10 @@ def _db_pages(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _episodes(args: argparse.Namespace) -> int:
+def episode_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The catalog's episode rows (EpisodeRow as JSON) for ``args``: the filters (task,
+    outcome, operator, robot, site, since, until), ``limit``, and ``floor`` + ``token``
+    (a service) or ``db`` / ``data_dir`` (the database). Also used by ``xsq export``."""
     if args.limit < 1:
         raise FloorCliError(f"--limit {args.limit}: must be >= 1")
     if args.floor and args.db:
@@ -324,9 +327,12 @@ def _episodes(args: argparse.Namespace) -> int:
         token = args.token or os.environ.get(TOKEN_ENV, "")
         if not token:
             raise FloorCliError(f"--floor needs a reader token: --token T or ${TOKEN_ENV}")
-        rows = _http_pages(args, token)
-    else:
-        rows = _db_pages(args)
+        return _http_pages(args, token)
+    return _db_pages(args)
+
+
+def _episodes(args: argparse.Namespace) -> int:
+    rows = episode_rows(args)
     out = sys.stdout
     if args.json:
         json.dump(rows, out, indent=2)

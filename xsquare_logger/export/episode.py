@@ -37,7 +37,8 @@ from xsquare_logger.export.source import SessionSource, iter_messages, open_sour
 from xsquare_logger.export.video import EncodeWriter, RemuxWriter, decode_h264
 from xsquare_logger.session.manifest import TaskEntry
 
-__all__ = ["EpisodeJob", "EpisodeResult", "PartResult", "export_episode", "image_stats"]
+__all__ = ["EpisodeJob", "EpisodeResult", "PartResult", "export_episode", "image_stats",
+           "is_discarded"]
 
 _NS = 1_000_000_000
 _MS = 1_000_000
@@ -90,6 +91,8 @@ class EpisodeResult:
     skipped: str = ""  # why nothing was written ("" = something was)
     notes: str = ""  # policy and video decisions, for the summary
     missing: dict[str, int] = field(default_factory=dict)
+    requests: int = 0  # network requests made reading this episode (0 from a local session)
+    bytes_fetched: int = 0  # bytes they fetched (session.json, summaries, chunks)
 
     @property
     def frames(self) -> int:
@@ -231,6 +234,15 @@ def _thumb(rgb: np.ndarray) -> np.ndarray:
     return rgb[::step, ::step]
 
 
+def is_discarded(t: TaskEntry) -> bool:
+    """Marked ``discarded`` (re-recorded on the tablet): never exported, whatever the filter.
+
+    The marker is a coming session.json field (``discarded: true``) or the outcome
+    ``discarded``; session.json keeps unknown fields, so both are seen when they arrive.
+    """
+    return t.outcome == "discarded" or bool(getattr(t, "discarded", False))
+
+
 def export_episode(job: EpisodeJob) -> EpisodeResult:
     """Export one episode into ``job.staging``; see the module doc.
 
@@ -238,12 +250,26 @@ def export_episode(job: EpisodeJob) -> EpisodeResult:
         ExportError: the session cannot be read, lacks a mapped topic, its joint names
             differ from the mapping, or its camera rate is not the mapping's fps.
     """
-    m = job.mapping
     source = open_source(job.source)
     task = job.task
     manifest = source.manifest
     result = EpisodeResult(job.job_id, job.source, manifest.session_id, manifest.robot_id,
                            task.episode_index, task.task, task.operator, task.outcome)
+    # The job may come from a catalog: session.json itself has the last word on a discard.
+    recorded = next((t for t in manifest.tasks if t.episode_index == task.episode_index), None)
+    if recorded is not None and is_discarded(recorded):
+        result.skipped = "discarded"
+    else:
+        _export(job, source, result)
+    result.requests = source.total_requests
+    result.bytes_fetched = source.total_bytes_fetched
+    return result
+
+
+def _export(job: EpisodeJob, source: SessionSource, result: EpisodeResult) -> EpisodeResult:
+    m = job.mapping
+    task = job.task
+    manifest = source.manifest
     start = task.start_ns
     end = task.end_ns if task.end_ns is not None else max(f.end_ns for f in source.files)
     cams = _cameras(source, m)

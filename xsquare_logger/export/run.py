@@ -14,16 +14,23 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from xsquare_logger.export import ExportError
 from xsquare_logger.export.dataset import DatasetWriter, locked, recover
-from xsquare_logger.export.episode import EpisodeJob, EpisodeResult, export_episode
+from xsquare_logger.export.episode import (
+    EpisodeJob,
+    EpisodeResult,
+    export_episode,
+    is_discarded,
+)
 from xsquare_logger.export.mapping import ExportMapping
 from xsquare_logger.export.source import open_source
 from xsquare_logger.export.video import codec_for
 from xsquare_logger.session.manifest import TaskEntry
 
-__all__ = ["EpisodeFilter", "ExportSummary", "parse_since", "run_export", "select_episodes"]
+__all__ = ["EpisodeFilter", "ExportSummary", "Runner", "check_output", "export_selected",
+           "parse_since", "run_export", "select_episodes", "select_from_catalog"]
 
 _NS = 1_000_000_000
 
@@ -40,6 +47,8 @@ class EpisodeFilter:
     def why_not(self, t: TaskEntry) -> str | None:
         if t.end_ns is None:
             return "not ended"
+        if is_discarded(t):
+            return "discarded"
         if self.task is not None and t.task != self.task:
             return "other task"
         if self.outcome is not None and t.outcome != self.outcome:
@@ -72,6 +81,8 @@ class ExportSummary:
     bytes_added: int = 0
     filtered: dict[str, int] = field(default_factory=dict)  # reason -> episodes not selected
     notes: list[tuple[str, int, str]] = field(default_factory=list)
+    requests: int = 0  # network requests of the per-episode reads (0 for local sessions)
+    bytes_fetched: int = 0  # bytes those requests fetched
 
     @property
     def hours(self) -> float:
@@ -94,6 +105,48 @@ def select_episodes(specs: Iterable[str], flt: EpisodeFilter
     return chosen, filtered
 
 
+#: Upload states whose session folder is complete in the bucket (session.json written).
+_IN_BUCKET = ("verified", "deleted")
+
+
+def select_from_catalog(rows: Iterable[dict[str, Any]]
+                        ) -> tuple[list[tuple[str, TaskEntry]], dict[str, int]]:
+    """The (session spec, episode) pairs of the floor catalog's episode rows (``EpisodeRow``
+    as JSON, already filtered by the catalog), and how many were left out why.
+
+    A row's ``remote`` is the session's folder (``s3://...`` or ``file://PATH``); its
+    ``start_ns``/``end_ns`` are the episode's time range. Rows of sessions not (yet)
+    complete in the bucket, episodes never ended and discarded episodes are left out.
+    """
+    chosen: list[tuple[str, TaskEntry]] = []
+    filtered: dict[str, int] = {}
+
+    def leave(reason: str) -> None:
+        filtered[reason] = filtered.get(reason, 0) + 1
+
+    for row in rows:
+        remote = str(row.get("remote") or "")
+        if not remote or row.get("upload_state") not in _IN_BUCKET:
+            leave("not in the bucket yet")
+            continue
+        task = TaskEntry(episode_index=int(row["episode_index"]), task=str(row["task"]),
+                         start_ns=int(row["start_ns"]), end_ns=row.get("end_ns"),
+                         outcome=row.get("outcome"), operator=str(row.get("operator") or ""),
+                         instruction=str(row.get("instruction") or ""))
+        if task.end_ns is None:
+            leave("not ended")
+        elif is_discarded(task) or row.get("discarded"):
+            leave("discarded")
+        else:
+            spec = remote[len("file://"):] if remote.startswith("file://") else remote
+            chosen.append((spec, task))
+    return chosen, filtered
+
+
+#: Runs the jobs and yields their results in job order (local pool, Ray, ...).
+Runner = Callable[[list[EpisodeJob]], Iterable[EpisodeResult]]
+
+
 def run_export(
     out: Path,
     specs: list[str],
@@ -102,19 +155,43 @@ def run_export(
     workers: int | None = None,
     progress: Callable[[EpisodeResult], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    runner: Runner | None = None,
 ) -> ExportSummary:
     """Export the selected episodes of ``specs`` into the dataset ``out`` (new or existing).
 
     Raises:
         ExportError: a session is unreadable or refused; the dataset is left unchanged.
     """
+    check_output(out)
+    chosen, filtered = select_episodes(specs, flt)
+    return export_selected(out, chosen, mapping, workers, progress, on_start, runner, filtered)
+
+
+def check_output(out: Path) -> None:
+    """Refuse an ``OUT`` that is a file, or a non-empty directory that is not a dataset."""
     out = out.resolve()
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / "meta" / "info.json").is_file():
         raise ExportError(f"{out}: not empty and not a LeRobot dataset; not writing into it")
-    chosen, filtered = select_episodes(specs, flt)
-    summary = ExportSummary(filtered=filtered)
+
+
+def export_selected(
+    out: Path,
+    chosen: list[tuple[str, TaskEntry]],
+    mapping: ExportMapping,
+    workers: int | None = None,
+    progress: Callable[[EpisodeResult], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    runner: Runner | None = None,
+    filtered: dict[str, int] | None = None,
+) -> ExportSummary:
+    """Export already chosen ``(session spec, episode)`` pairs (from :func:`select_episodes`
+    or the floor catalog) into ``out``; ``runner`` defaults to the local process pool."""
+    check_output(out)
+    out = out.resolve()
+    summary = ExportSummary(filtered=dict(filtered or {}))
+    run = runner or (lambda jobs: _results(jobs, workers))
     encoder = codec_for(mapping.video_codec)
     with locked(out):
         recover(out)
@@ -124,7 +201,9 @@ def run_export(
                     for i, (spec, task) in enumerate(chosen)]
             if on_start is not None:
                 on_start(len(jobs))
-            for result in _results(jobs, workers):
+            for result in run(jobs):
+                summary.requests += result.requests
+                summary.bytes_fetched += result.bytes_fetched
                 if result.skipped:
                     summary.skipped.append((result.session_id, result.episode_index,
                                             result.skipped))

@@ -58,9 +58,22 @@ class SessionSource(Protocol):
         """Recorded topic -> type name."""
         ...
 
+    @property
+    def total_requests(self) -> int:
+        """Requests made over the network so far (0 for a local session)."""
+        ...
+
+    @property
+    def total_bytes_fetched(self) -> int:
+        """Bytes fetched over the network so far (0 for a local session)."""
+        ...
+
 
 class LocalSession:
     """A finished session directory on a local file system."""
+
+    total_requests = 0  # nothing goes over the network
+    total_bytes_fetched = 0
 
     def __init__(self, path: Path) -> None:
         try:
