@@ -45,6 +45,8 @@ EXTRAS_REQUIRE = {
     "h264": ["av>=18.1"],
     # xsq export lerobot: parquet (pyarrow) and MP4 remux/encode (PyAV; libx264 is GPL).
     "export": ["pyarrow>=26", "av>=18.1"],
+    # xsq export lerobot --ray ADDRESS: episodes as Ray tasks (~80 MB wheel, 240 MB installed).
+    "ray": ["ray>=2.60,<3"],
     # ROS 2 Kilted from the PyPI "ros-*" wheels, for machines without a ROS install
     # (make setup, CI). With a ROS distro these come from apt (package.xml exec_depend);
     # never install this extra there (the Docker image does not).
