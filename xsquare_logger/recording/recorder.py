@@ -26,6 +26,7 @@ from xsquare_logger.bag.qos import QosDict, make_qos
 from xsquare_logger.camera.stage import CompressionStage
 from xsquare_logger.config.model import LoggerConfig, config_digest
 from xsquare_logger.errors import XsqError
+from xsquare_logger.recording.memory import BurstTrimmer, release_free_memory
 from xsquare_logger.recording.queue import ByteBoundedQueue
 from xsquare_logger.recording.sequence import SequenceTracker
 from xsquare_logger.recording.tap import Tap
@@ -185,6 +186,10 @@ class Recorder:
             raise
         self.queue: ByteBoundedQueue[tuple[int, bytes, Mapping[str, Any]]] = ByteBoundedQueue(
             self.rcfg.queue_max_bytes
+        )
+        # A queue that held a burst of frames leaves freed heap behind: give it back.
+        self._trimmer = BurstTrimmer(
+            high=min(64 << 20, self.rcfg.queue_max_bytes // 2), low=8 << 20
         )
         self.stats: list[TopicStats] = []
         self._seq: list[SequenceTracker] = []
@@ -542,6 +547,7 @@ class Recorder:
                 if now >= next_disk:
                     self._check_disk()
                     next_disk = now + 0.25
+                self._trimmer.check(self.queue.queued_bytes)  # two compares
                 if now >= next_status:
                     self._emit_status("recording")
                     next_status = now + rcfg.status_interval
@@ -577,5 +583,6 @@ class Recorder:
             self.stop_reason = f"disk error while closing: {exc}"
             self.writer.abandon(self.stop_reason)
         self.last_status = self.snapshot("closed")
+        release_free_memory()  # an idle recorder keeps no memory of the session's frames
         if self._on_status:
             self._on_status(self.last_status)
