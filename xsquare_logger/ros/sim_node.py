@@ -383,6 +383,7 @@ def run_sim(
     rt_priority: int = 0,
     on_ready: Any = None,
     camera_sync: str = CAMERA_SYNCED,
+    camera_content: str = "synthetic",
 ) -> dict[str, Any]:
     """Publish ``profile`` for ``duration`` s (0: until ``stop_event`` is set).
 
@@ -393,8 +394,10 @@ def run_sim(
     without discovery losses).  ``on_ready(node)``, if given, is called once
     publishing has started. ``camera_sync``: ``synced`` (hardware-synchronised cameras,
     the default) or ``staggered`` (free-running, ticks spread over the frame period).
+    ``camera_content``: ``synthetic`` or ``natural`` (sim/frames.py).
     """
     prof = get_profile(profile).with_camera_sync(camera_sync).with_cameras(cameras)
+    prof = prof.with_camera_content(camera_content)
     stop_event = stop_event if stop_event is not None else threading.Event()
     t_build = time.monotonic()
     bank = PayloadBank(prof)
@@ -480,6 +483,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "free-running cameras, ticks spread over the frame period",
     )
     p.add_argument(
+        "--camera-content",
+        choices=("synthetic", "natural"),
+        default="synthetic",
+        help="synthetic: gradient + pattern (default); natural: photographs panned and zoomed "
+        "plus sensor noise (needs scikit-image)",
+    )
+    p.add_argument(
         "--stats", action="store_true", help="print one JSON line of per-topic counts at exit"
     )
     p.add_argument(
@@ -531,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_subscribers=args.wait_subscribers,
             rt_priority=args.rt_priority,
             camera_sync=args.camera_sync,
+            camera_content=args.camera_content,
         )
     except ValueError as e:
         print(f"sim_node: {e}", file=sys.stderr)

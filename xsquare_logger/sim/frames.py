@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from xsquare_logger.errors import XsqError
 from xsquare_logger.sim.profiles import (
     CameraInfoStream,
     ImageStream,
@@ -144,7 +145,82 @@ def serialize_stamped(msg: Any) -> bytes:
 
 
 def render_frames(spec: ImageStream) -> list[np.ndarray]:
-    """``spec.ring_size`` frames (H x W x C uint8) for one camera.
+    """``spec.ring_size`` frames (H x W x C uint8) for one camera, of ``spec.content``."""
+    if spec.content == "natural":
+        return natural_frames(spec)
+    return synthetic_frames(spec)
+
+
+# Public-domain / CC0 photographs that scikit-image ships in its wheel (licences in
+# skimage/data/_fetchers.py): NASA's astronaut, Pikolo's coffee cup (CC0), the cat Chelsea
+# (CC0), SpaceX's rocket launch.
+NATURAL_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
+
+
+class ContentUnavailable(XsqError, ValueError):
+    """The natural camera content needs scikit-image's sample photographs."""
+
+
+def _photo_canvas(height: int) -> np.ndarray:
+    """The photographs side by side, each scaled to ``height`` rows (RGB uint8)."""
+    import importlib.resources
+
+    import cv2
+
+    try:
+        data = importlib.resources.files("skimage") / "data"
+    except ModuleNotFoundError:
+        raise ContentUnavailable(
+            "natural camera content needs scikit-image's sample photos: "
+            "pip install scikit-image"
+        ) from None
+    tiles = []
+    for name in NATURAL_PHOTOS:
+        bgr = cv2.imread(str(data / name), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ContentUnavailable(f"cannot read {data / name} (scikit-image install broken?)")
+        scale = height / bgr.shape[0]
+        size = (round(bgr.shape[1] * scale), height)
+        tile = cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC)
+        tiles.append(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB))
+    return np.ascontiguousarray(np.concatenate(tiles, axis=1))
+
+
+def natural_frames(spec: ImageStream) -> list[np.ndarray]:
+    """Frames of a camera moving over photographs, with sensor noise.
+
+    A window of the camera's size pans across the photo strip and zooms in and out
+    (each camera starts elsewhere); the motion is periodic over the ring, so the ring
+    loops without a jump. Gaussian read noise (sigma 2.5 DN, fresh per frame) is added
+    on top, as a real sensor has: it is what keeps raw frames from compressing well.
+    """
+    import cv2
+
+    h, w, c, n = spec.height, spec.width, spec.channels, spec.ring_size
+    canvas = _photo_canvas(round(h * 1.3))  # room to zoom out by 1/1.3 without borders
+    ch, cw = canvas.shape[:2]
+    rng = np.random.default_rng(2000 + spec.seed)
+    frames = []
+    for i in range(n):
+        phase = 2 * np.pi * i / n
+        zoom = 1.12 + 0.1 * np.sin(phase)  # canvas pixels per frame pixel: 1.02 .. 1.22
+        span_x = max(0.0, cw - w * zoom)
+        x0 = span_x * (0.5 + 0.45 * np.sin(phase + 2.1 * spec.seed))
+        y0 = max(0.0, ch - h * zoom) * (0.5 + 0.4 * np.cos(phase + spec.seed))
+        # frame pixel (u, v) shows canvas pixel (x0 + zoom u, y0 + zoom v)
+        m = np.array([[zoom, 0.0, x0], [0.0, zoom, y0]], dtype=np.float64)
+        view = np.asarray(
+            cv2.warpAffine(canvas, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REFLECT)
+        )  # fmt: skip
+        noise = np.asarray(rng.normal(0.0, 2.5, view.shape)).astype(np.int16)
+        f = np.clip(view.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        frames.append(f if c == 3 else f.mean(axis=2, keepdims=True).astype(np.uint8)[..., :c])
+    return frames
+
+
+def synthetic_frames(spec: ImageStream) -> list[np.ndarray]:
+    """``spec.ring_size`` synthetic frames (H x W x C uint8) for one camera.
 
     A smooth colour gradient (different per camera), a checkerboard band and a
     disc moving through the ring (the ring loops seamlessly), plus +-3 of noise.

@@ -77,6 +77,8 @@ LEADER_JOINT_NAMES: tuple[str, ...] = tuple(
 )
 
 
+CAMERA_CONTENTS = ("synthetic", "natural")
+
 @dataclass(frozen=True, kw_only=True)
 class StreamSpec:
     """One published topic."""
@@ -121,9 +123,15 @@ class ImageStream(StreamSpec):
     # Number of distinct pre-rendered frames cycled through.
     ring_size: int = 30
     seed: int = 0
+    # What the frames show (sim/frames.py): "synthetic" (gradient + pattern, compresses
+    # far better than a home does) or "natural" (photographs panned/zoomed + sensor noise).
+    content: str = "synthetic"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.content not in CAMERA_CONTENTS:
+            raise ValueError(f"{self.topic}: camera content {self.content!r} not in "
+                             f"{', '.join(CAMERA_CONTENTS)}")  # fmt: skip
         if self.encoding not in ENCODING_CHANNELS:
             raise ValueError(f"{self.topic}: unsupported encoding {self.encoding!r}")
         if self.width <= 0 or self.height <= 0 or self.ring_size <= 0:
@@ -256,6 +264,14 @@ class Profile:
         keep = cams[:n]
         streams = [s for s in self.streams if getattr(s, "camera", None) in (None, *keep)]
         return replace(self, streams=tuple(streams)).with_camera_sync(self.camera_sync)
+
+    def with_camera_content(self, content: str) -> Profile:
+        """The profile with every camera showing ``content`` (see ImageStream.content)."""
+        streams = [
+            replace(s, content=content) if isinstance(s, ImageStream) else s
+            for s in self.streams
+        ]
+        return replace(self, streams=tuple(streams))
 
     def with_camera_sync(self, mode: str) -> Profile:
         """The profile with its cameras ``synced`` (one shared tick) or ``staggered``."""
