@@ -182,7 +182,9 @@ class S3Backend:
             kwargs.update(load_credentials_file(config.credentials_file, config.profile))
         elif config.profile:
             session.set_config_variable("profile", config.profile)
-        verify: bool | str = config.verify_tls
+        # None, not True, when no bundle is configured: botocore then reads AWS_CA_BUNDLE
+        # (and the profile's ca_bundle); an explicit True would silently ignore both.
+        verify: bool | str | None = False if not config.verify_tls else None
         if config.verify_tls and config.ca_bundle is not None:
             verify = str(config.ca_bundle)
         client_config = Config(
@@ -231,8 +233,8 @@ class S3Backend:
         if isinstance(exc, SSLError):
             # Could be a wrong CA as well as a captive portal on hotel Wi-Fi: retry, loudly.
             return TransientError(
-                f"{where}: TLS verification failed ({exc}); set upload.s3.ca_bundle for a "
-                "private CA"
+                f"{where}: TLS verification failed ({exc}); set upload.s3.ca_bundle (or "
+                "AWS_CA_BUNDLE) for a private CA"
             )
         if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
