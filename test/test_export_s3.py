@@ -9,6 +9,7 @@ Also: the same export run as Ray tasks on a private local Ray instance.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from support.localserver import LocalS3Server
@@ -198,3 +200,87 @@ def test_cli_refusals_are_one_line(uploaded: Uploaded, tmp_path: Path) -> None:
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], p.stderr
     assert not Path(out).exists()
+
+
+def _have(uploaded: Uploaded, prefix: str, dest: Path) -> Path:
+    """Every object under ``prefix`` downloaded into ``dest`` (boto3, not our client)."""
+    c = uploaded.server.client()
+    for o in c.list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/").get("Contents", []):
+        path = dest / o["Key"][len(prefix) + 1:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(c.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read())
+    return dest
+
+
+def test_output_to_s3_new_and_appended(
+    uploaded: Uploaded, mapping_file: Path, local_dataset: Path, tmp_path: Path
+) -> None:
+    c = uploaded.server.client()
+    # A first export into this prefix that stopped before its info.json left a file:
+    # it is cleared, not taken for a dataset.
+    c.put_object(Bucket=BUCKET, Key="datasets/towels/data/chunk-000/file-007.parquet",
+                 Body=b"torn")
+    url = f"s3://{BUCKET}/datasets/towels"
+    p = xsq("export", "lerobot", url, uploaded.url, "--mapping", str(mapping_file),
+            "--workers", "1", env=uploaded.env)
+    assert p.returncode == 0 and "2 episodes written" in p.stdout, p.stderr
+    assert_same_dataset(_have(uploaded, "datasets/towels", tmp_path / "new"), local_dataset,
+                        uploaded.url)
+    # Append the failed episode: new data/video/episodes files, meta replaced, the files the
+    # first run wrote untouched.
+    first = {o["Key"]: o["ETag"] for o in
+             c.list_objects_v2(Bucket=BUCKET, Prefix="datasets/towels/")["Contents"]}
+    p = xsq("export", "lerobot", url, uploaded.url, "--outcome", "failure", "--mapping",
+            str(mapping_file), "--workers", "1", env=uploaded.env)
+    assert p.returncode == 0 and "1 episodes written" in p.stdout, p.stderr
+    after = {o["Key"]: o["ETag"] for o in
+             c.list_objects_v2(Bucket=BUCKET, Prefix="datasets/towels/")["Contents"]}
+    changed = {k[len("datasets/towels/"):] for k in first if after[k] != first[k]}
+    # (tasks.parquet only if it changed: the failed episode's task is there already)
+    assert changed == {"meta/info.json", "meta/stats.json"}
+    added = {k[len("datasets/towels/"):] for k in set(after) - set(first)}
+    assert "meta/episodes/chunk-000/file-001.parquet" in added
+    assert "data/chunk-000/file-001.parquet" in added
+    ds = _have(uploaded, "datasets/towels", tmp_path / "appended")
+    info = json.loads((ds / "meta/info.json").read_text())
+    assert info["total_episodes"] == 3
+    eps = []
+    for f in sorted((ds / "meta/episodes").rglob("*.parquet")):
+        eps += pq.read_table(f).to_pylist()
+    assert [e["source/episode_index"] for e in eps] == [0, 2, 1]
+    assert info["total_frames"] == sum(e["length"] for e in eps)
+
+
+def test_output_to_s3_stopped_run_leftovers_are_pruned(
+    uploaded: Uploaded, mapping_file: Path, tmp_path: Path
+) -> None:
+    c = uploaded.server.client()
+    url = f"s3://{BUCKET}/datasets/wipes"
+    args = ("--task", "wipe table", "--mapping", str(mapping_file), "--workers", "1")
+    assert xsq("export", "lerobot", url, uploaded.url, *args, env=uploaded.env).returncode == 0
+    # A later run stopped after putting its episodes file but before info.json: that file
+    # describes an episode info.json never counted.
+    leftover = "datasets/wipes/meta/episodes/chunk-000/file-001.parquet"
+    body = c.get_object(Bucket=BUCKET, Key="datasets/wipes/meta/episodes/chunk-000/"
+                        "file-000.parquet")["Body"].read()
+    table = pq.read_table(io.BytesIO(body))
+    table = table.set_column(0, "episode_index", pa.array([1], pa.int64()))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    c.put_object(Bucket=BUCKET, Key=leftover, Body=sink.getvalue().to_pybytes())
+    p = xsq("export", "lerobot", url, uploaded.url, *args, env=uploaded.env)
+    assert p.returncode == 0 and "1 episodes written" in p.stdout, p.stderr
+    ds = _have(uploaded, "datasets/wipes", tmp_path / "ds")
+    eps = []
+    for f in sorted((ds / "meta/episodes").rglob("*.parquet")):
+        eps += pq.read_table(f).to_pylist()
+    assert [e["episode_index"] for e in eps] == [0, 1]  # the leftover replaced, not counted
+    assert json.loads((ds / "meta/info.json").read_text())["total_episodes"] == 2
+    # A prefix holding something that is not a dataset is refused, untouched.
+    c.put_object(Bucket=BUCKET, Key="datasets/other/notes.txt", Body=b"mine")
+    p = xsq("export", "lerobot", f"s3://{BUCKET}/datasets/other", uploaded.url, *args,
+            env=uploaded.env)
+    assert p.returncode == 2 and "not a LeRobot dataset" in p.stderr, p.stderr
+    keys = [o["Key"] for o in c.list_objects_v2(Bucket=BUCKET,
+                                                Prefix="datasets/other/")["Contents"]]
+    assert keys == ["datasets/other/notes.txt"]

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "v3 dataset OUT (created, or appended to without rewriting it). A killed export "
         "leaves OUT as it was. See docs/export.md.",
     )
-    lr.add_argument("out", type=Path, metavar="OUT", help="dataset directory")
+    lr.add_argument("out", metavar="OUT",
+                    help="dataset directory, or s3://BUCKET/PATH (uploaded, info.json last)")
     lr.add_argument("sessions", nargs="*", metavar="SESSION",
                     help="session directories or s3:// session folders (none with --floor/--db)")
     lr.add_argument("--task", help="only episodes of this task")
@@ -73,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     if args.robot and not catalog:
         raise ExportError("--robot filters the floor catalog: give --floor URL or --db URL")
     mapping = load_mapping(args.mapping)
-    check_output(args.out)
+    to_s3 = str(args.out).startswith("s3://")
+    if not to_s3:
+        check_output(Path(args.out))
     if catalog:
         chosen, filtered = _catalog_episodes(args)
     else:
@@ -92,9 +95,16 @@ def run(args: argparse.Namespace) -> int:
     bar = _Bar()
     try:
         with runner as run_jobs:
-            summary = export_selected(args.out, chosen, mapping, args.workers,
-                                      progress=bar.advance, on_start=bar.start,
-                                      runner=run_jobs, filtered=filtered)
+            if to_s3:
+                from xsquare_logger.export.s3out import export_to_s3
+
+                summary = export_to_s3(args.out, chosen, mapping, args.workers,
+                                       progress=bar.advance, on_start=bar.start,
+                                       runner=run_jobs, filtered=filtered)
+            else:
+                summary = export_selected(Path(args.out), chosen, mapping, args.workers,
+                                          progress=bar.advance, on_start=bar.start,
+                                          runner=run_jobs, filtered=filtered)
     finally:
         bar.stop()
     print(f"{args.out}: {summary.written} episodes written (from {summary.sources} source "
