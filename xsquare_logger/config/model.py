@@ -25,9 +25,12 @@ from xsquare_logger.errors import XsqError, one_line
 
 __all__ = [
     "ConfigError",
+    "ExpectedStream",
+    "HealthConfig",
     "LoggerConfig",
     "RecordingConfig",
     "TabletConfig",
+    "VisitConfig",
     "apply_overrides",
     "config_digest",
     "load_config",
@@ -149,6 +152,112 @@ class TabletConfig(_Strict):
         return Path(os.path.expandvars(str(value))).expanduser()
 
 
+#: Visit fields every session.start carries anyway (the protocol requires them).
+ALWAYS_REQUIRED = ("visit_id", "operator", "consent")
+#: session.start arguments a required field may name; any other name is a metadata key.
+VISIT_ARGS = ("site", "notes")
+METADATA_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class VisitConfig(_Strict):
+    """What every visit must carry, and the episode margins."""
+
+    required_fields: list[str] = Field(
+        default_factory=list,
+        description="Visit fields session.start must provide (non-empty), else it is "
+        "refused with MISSING_FIELDS: site, notes, or a metadata key (e.g. robot_serial, "
+        "calibration_version). visit_id, operator and consent are always required.",
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="Visit metadata the robot provides itself (e.g. robot_serial); "
+        "a value the tablet sends in session.start metadata wins.",
+    )
+    pre_roll_s: float = Field(
+        1.0, ge=0, le=60,
+        description="Episode window starts this long before the task.start tap.",
+    )
+    post_roll_s: float = Field(
+        1.0, ge=0, le=60,
+        description="Episode window ends this long after the task.end tap.",
+    )
+
+    @field_validator("required_fields")
+    @classmethod
+    def _known_names(cls, value: list[str]) -> list[str]:
+        import re
+
+        for name in value:
+            if name not in (*ALWAYS_REQUIRED, *VISIT_ARGS) and not re.match(
+                METADATA_KEY_PATTERN, name
+            ):
+                raise ValueError(
+                    f"{name!r} is not site, notes or a metadata key ({METADATA_KEY_PATTERN})"
+                )
+        return list(dict.fromkeys(value))
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for key in value:
+            if not re.match(METADATA_KEY_PATTERN, key):
+                raise ValueError(f"metadata key {key!r} must match {METADATA_KEY_PATTERN}")
+        return value
+
+
+class ExpectedStream(_Strict):
+    """One stream the robot must deliver, with its nominal rate."""
+
+    name: str = Field(min_length=1, max_length=64, description="Shown on the console tile.")
+    topic: str = Field(pattern=r"^/", description="Topic as subscribed (absolute).")
+    nominal_hz: float = Field(gt=0, le=100_000)
+
+
+def _humanoid_streams() -> list[ExpectedStream]:
+    cams = [
+        ExpectedStream(name=f"{n.replace('_', ' ')} camera", topic=f"/camera/{n}/image_raw",
+                       nominal_hz=30.0)
+        for n in ("head", "left_wrist", "right_wrist")
+    ]
+    control = [ExpectedStream(name="joints", topic="/joint_states", nominal_hz=500.0)]
+    wrenches = [
+        ExpectedStream(name=f"{side} wrench", topic=f"/gripper/{side}/wrench", nominal_hz=500.0)
+        for side in ("left", "right")
+    ]
+    return cams + control + wrenches
+
+
+class HealthConfig(_Strict):
+    """Live stream health: the expected streams and how they are classified."""
+
+    streams: list[ExpectedStream] = Field(
+        default_factory=_humanoid_streams,
+        description="Expected streams (humanoid: three cameras 30 Hz, joints 500 Hz, two "
+        "wrenches 500 Hz); each is one tile on the console and one entry of status streams.",
+    )
+    window_s: float = Field(2.0, gt=0, le=60, description="Sliding window of the rate.")
+    degraded_ratio: float = Field(
+        0.8, gt=0, le=1, description="Degraded below this fraction of the nominal rate."
+    )
+    stalled_periods: float = Field(
+        10.0, gt=0, description="Stalled after this many nominal periods without a message"
+    )
+    stalled_min_s: float = Field(
+        0.5, ge=0, description="... and at least this many seconds (fast streams jitter)."
+    )
+
+    @field_validator("streams")
+    @classmethod
+    def _unique(cls, value: list[ExpectedStream]) -> list[ExpectedStream]:
+        topics = [s.topic for s in value]
+        dup = sorted({t for t in topics if topics.count(t) > 1})
+        if dup:
+            raise ValueError(f"topic listed twice: {', '.join(dup)}")
+        return value
+
+
 class LoggerConfig(_Strict):
     """Whole-robot configuration."""
 
@@ -163,6 +272,8 @@ class LoggerConfig(_Strict):
     upload: UploadConfig = Field(default_factory=UploadConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     floor: FloorConfig = Field(default_factory=FloorConfig)
+    visit: VisitConfig = Field(default_factory=VisitConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     @field_validator("data_root")
     @classmethod

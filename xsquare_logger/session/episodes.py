@@ -23,7 +23,9 @@ def apply_event(
     kept at task.start, and at task.end the growth per topic becomes the episode's
     ``lost`` (topics that lost nothing are left out; a topic that appeared during the
     episode counts from 0). For a ``mark`` the label travels in ``event.task``
-    (TaskEvent has no label field).
+    (TaskEvent has no label field). ``task_discard`` marks the named episode
+    ``discarded``; privacy events change no episode (the task_end event carries the
+    paused ranges inside the episode's window).
     """
     if event.kind == "task_start":
         entry = TaskEntry(
@@ -33,6 +35,7 @@ def apply_event(
             operator=event.operator,
             instruction=event.instruction,
             event_ids=[event.event_id],
+            window_start_ns=event.window_ns,
         )
         entry._lost_at_start = dict(lost_now or {})
         tasks.append(entry)
@@ -43,10 +46,19 @@ def apply_event(
                 entry.outcome = event.outcome
                 entry.note = event.note
                 entry.event_ids.append(event.event_id)
+                entry.window_end_ns = event.window_ns
+                entry.quality = event.quality
+                entry.privacy_paused = [(a, b) for a, b in event.paused]
                 if lost_now is not None:
                     start = entry._lost_at_start
                     grown = {t: n - start.get(t, 0) for t, n in lost_now.items()}
                     entry.lost = {t: n for t, n in sorted(grown.items()) if n > 0}
+                break
+    elif event.kind == "task_discard":
+        for entry in reversed(tasks):
+            if entry.episode_index == event.episode_index:
+                entry.discarded = True
+                entry.event_ids.append(event.event_id)
                 break
     elif event.kind == "mark":
         marks.append(

@@ -6,9 +6,24 @@ Plain data shared by the recorder (into the bag and session.json), the link
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["TaskEventData", "VisitInfo"]
+from xsquare_logger.session.health import EpisodeQuality
+
+__all__ = ["EVENT_KINDS", "TaskEventData", "VisitInfo"]
+
+#: Every ``TaskEventData.kind``, with its ``xsquare_logger_msgs/TaskEvent.kind`` number
+#: (5-7 have no named constant in TaskEvent.msg yet; the numbers are fixed here).
+EVENT_KINDS: dict[str, int] = {
+    "session_start": 0,
+    "session_end": 1,
+    "task_start": 2,
+    "task_end": 3,
+    "mark": 4,
+    "task_discard": 5,
+    "privacy_pause": 6,
+    "privacy_resume": 7,
+}
 
 
 @dataclass(frozen=True)
@@ -18,14 +33,22 @@ class VisitInfo:
     consent: bool
     site: str = ""
     notes: str = ""
+    # Required visit metadata (config visit.required_fields): the robot's configured
+    # values (visit.metadata) overlaid by the tablet's session.start ``metadata``.
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TaskEventData:
     """One accepted tablet event, as recorded (``xsquare_logger_msgs/TaskEvent``).
 
-    ``kind`` is one of ``session_start``, ``session_end``, ``task_start``,
-    ``task_end``, ``mark``. ``stamp_ns`` is the robot's receive time of the command.
+    ``kind`` is a key of :data:`EVENT_KINDS`. ``stamp_ns`` is the robot's receive
+    time of the command. ``window_ns``: for ``task_start`` the episode's window start
+    (tap minus pre-roll), for ``task_end`` its window end (tap plus post-roll); None
+    for other kinds. ``quality`` (``task_end`` only) is the recorder's verdict, None
+    when none was computed. ``paused`` (``task_end`` only): the privacy-paused ranges
+    ``(start_ns, end_ns)`` inside the episode's window. ``task_discard`` names the
+    discarded episode in ``episode_index``/``task``.
     """
 
     stamp_ns: int
@@ -38,3 +61,6 @@ class TaskEventData:
     operator: str = ""
     note: str = ""
     instruction: str = ""
+    window_ns: int | None = None
+    quality: EpisodeQuality | None = None
+    paused: tuple[tuple[int, int], ...] = ()

@@ -23,6 +23,7 @@ from pydantic import (
 from xsquare_logger.errors import XsqError
 from xsquare_logger.session.counters import LossCounters, TopicStats
 from xsquare_logger.session.fsutil import atomic_write
+from xsquare_logger.session.health import EpisodeQuality
 
 __all__ = [
     "MANIFEST_NAME",
@@ -105,6 +106,16 @@ class TaskEntry(_Model):
     # Messages lost between this episode's task.start and task.end, per recorded topic;
     # only topics that lost any (so {} = nothing lost, or the episode is still open).
     lost: dict[str, int] = Field(default_factory=dict)
+    # start_ns/end_ns are the operator's taps; the window adds the configured pre-roll
+    # and post-roll (visit.pre_roll_s / post_roll_s): what an export should cut.
+    window_start_ns: int | None = None
+    window_end_ns: int | None = None
+    # The recorder's verdict at task.end; None: no verdict was computed.
+    quality: EpisodeQuality | None = None
+    # task.discard (re-record): kept in the bag, never exported.
+    discarded: bool = False
+    # Privacy-paused ranges [start_ns, end_ns] inside the window: no camera frames there.
+    privacy_paused: list[tuple[int, int]] = Field(default_factory=list)
     # Each topic's lost counter at task.start (in memory only: lost is derived from it).
     _lost_at_start: dict[str, int] = PrivateAttr(default_factory=dict)
 
