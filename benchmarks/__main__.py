@@ -1,5 +1,5 @@
 """`make bench`: the recorder against a bare-subscriber ceiling, plus the writer micro-benchmark,
-upload, clip, tablet link and floor service phases (each ``--skip-...`` able).
+upload, clip, tablet link, floor service and export phases (each ``--skip-...`` able).
 
 Both phases run in this process group, one after the other, on the same sim
 load, so the ratio recorded ÷ ceiling is measured on the same machine state.
@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-clip", action="store_true")
     ap.add_argument("--skip-upload", action="store_true")
     ap.add_argument("--skip-floor", action="store_true")
+    ap.add_argument("--skip-export", action="store_true")
     ap.add_argument("--floor-duration", type=float, default=60.0,
                     help="seconds the floor benchmark's 100 robots heartbeat (default 60)")
     ap.add_argument("--keep", action="store_true", help="keep the session under bench_out/")
@@ -277,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         floor.print_table(results["floor"])
         if not args.json:
             floor.write_json(results["floor"], floor_args.json)
+    if not args.skip_export:
+        from benchmarks import export
+
+        print("[bench] export: LeRobot v3 from H.264 (remux) and JPEG (re-encode) humanoid "
+              "sessions, local 1/2 workers and from S3, 3 runs", flush=True)
+        results["export"] = export.run()
+        export.print_table(results["export"])
     if not args.skip_humanoid:
         if args.keep:
             Path("bench_out").mkdir(exist_ok=True)
