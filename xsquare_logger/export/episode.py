@@ -364,9 +364,11 @@ def _export(job: EpisodeJob, source: SessionSource, result: EpisodeResult) -> Ep
                         w.add(cam.h264[i])
                     w.close()
                     part.remuxed[cam.key] = True
-                    lo_key = int(msg_idx[0])
-                    frames = decode_h264(cam.h264[lo_key:int(msg_idx[-1]) + 1])
-                    picked = [f for i, f in enumerate(frames) if i % stride == 0]
+                    # Stats from the keyframes alone: each decodes by itself, so the part is
+                    # never decoded as a whole (that would cost what the remux saves).
+                    keys = [i for i in msg_idx.tolist() if cam.keyframe[i]]
+                    step = max(1, len(keys) // _STATS_FRAMES)
+                    picked = [f for i in keys[::step] for f in decode_h264([cam.h264[i]])]
                     part.image_stats[cam.key] = image_stats([_thumb(f) for f in picked])
                     continue
                 # Not a plain run from a keyframe (held or skipped frames): decode, encode.
