@@ -1,21 +1,30 @@
 """The operator console's local HTTP server: static page plus a JSON proxy to the robot.
 
-The browser never speaks ZeroMQ. It calls three endpoints on this process:
+The browser never speaks ZeroMQ. It calls these endpoints on this process
+(docs/console.md has the page's side):
 
 ``POST /api/command``
     Body ``{"cmd": "task.start", "args": {...}, "id": "..."}`` (JSON, at most
     :data:`MAX_BODY_BYTES`). Sent to the robot through one
     :class:`~xsquare_logger.tablet.client.TabletClient`; the answer is the robot's
-    reply (``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``).
+    reply (``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``);
+    every error also carries ``error.text``, the sentence for the operator
+    (:mod:`.wording`), beside the robot's ``code`` and ``message``.
     The page makes the request id, so pressing *Retry* after a lost reply re-sends
     the same id and the robot answers from its replay cache instead of acting twice.
     No reply at all becomes ``ROBOT_UNREACHABLE`` (HTTP 504).
 ``GET /api/status``
     The latest status the robot published, plus ``age_sec`` (seconds since it
     arrived, ``null`` before the first) and ``stale`` (older than ``stale_after``),
-    so the page can say "robot not responding" instead of showing old numbers.
+    so the page can say "robot not responding" instead of showing old numbers,
+    and ``console``: the visit's episode list and marks as this console saw them
+    (:mod:`.visitlog`).
 ``GET /api/config``
-    Task names for the buttons and the robot endpoints.
+    Task names for the buttons, the visit fields the robot requires, the robot
+    endpoints.
+``GET /api/preview?camera=NAME``
+    The newest preview of one camera (:mod:`.previews`): asked from the robot only
+    when a page asks here, so a closed page costs the robot nothing.
 
 Bound to 127.0.0.1 by default: the console holds the tablet's CURVE secret key,
 so only the tablet itself should be able to drive it. Requests whose ``Host`` is
@@ -38,7 +47,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -48,6 +57,9 @@ from xsquare_logger.tablet.client import (
     TabletError,
     TabletTimeout,
 )
+from xsquare_logger.tablet.console.previews import CAMERA_NAME, PreviewSource
+from xsquare_logger.tablet.console.visitlog import VisitLog
+from xsquare_logger.tablet.console.wording import operator_text
 
 __all__ = [
     "DEFAULT_PORT",
@@ -70,6 +82,9 @@ MAX_BODY_BYTES = 16 * 1024
 #: milliseconds, so the operator learns "robot unreachable" after ~3 s, not ~8 s.
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_RETRIES = 2
+#: Previews are a picture, not an action: one short try, so a missing robot costs the
+#: preview request well under a second and never a retry.
+PREVIEW_TIMEOUT = 0.7
 # Same variables as `xsq tablet`, so one shell setup serves both.
 #: Status older than this (seconds) is reported ``stale``: the robot publishes about
 #: once a second, so three missed updates means the link or the robot is down.
@@ -120,8 +135,24 @@ class _CommandBody(BaseModel):
     id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
-def _error(code: str, message: str, request_id: str | None = None) -> dict[str, Any]:
-    return {"v": 1, "id": request_id, "ok": False, "error": {"code": code, "message": message}}
+def _error(
+    code: str,
+    message: str,
+    request_id: str | None = None,
+    *,
+    cmd: str = "",
+    status: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An error reply in the robot's shape, plus ``text`` for the operator.
+
+    ``extra``: further fields of the robot's error body (e.g. ``missing``), kept.
+    """
+    body: dict[str, Any] = {**(extra or {}), "code": code, "message": message}
+    missing = body.get("missing")
+    names = [str(m) for m in missing] if isinstance(missing, list) else []
+    body["text"] = operator_text(code, cmd, status, names)
+    return {"v": 1, "id": request_id, "ok": False, "error": body}
 
 
 class ConsoleBackend:
@@ -144,8 +175,13 @@ class ConsoleBackend:
         robot: dict[str, Any] | None = None,
         stale_after: float = DEFAULT_STALE_AFTER,
         clock: Callable[[], float] = time.monotonic,
+        previews: PreviewSource | None = None,
     ) -> None:
         self._client = client
+        self.previews = previews
+        self.visit_log = VisitLog()
+        # hello's answer: the task list and the required visit fields come from it
+        self._hello: dict[str, Any] | None = None
         self._subscriber_factory = subscriber_factory
         self.tasks = list(tasks)
         self.robot = dict(robot or {})
@@ -176,6 +212,8 @@ class ConsoleBackend:
             self._thread = None
         with self._client_lock:
             self._client.close()
+        if self.previews is not None:
+            self.previews.close()
 
     # -- commands --------------------------------------------------------------------
     def command(
@@ -194,18 +232,40 @@ class ConsoleBackend:
                     f"{exc.message or 'no reply from the robot'}. "
                     "Check that the robot is on and on this network, then retry.",
                     request_id,
+                    cmd=cmd,
                 )
             except TabletError as exc:
-                return HTTPStatus.OK, _error(exc.code, exc.message, request_id)
+                return HTTPStatus.OK, _error(
+                    exc.code,
+                    exc.message,
+                    request_id,
+                    cmd=cmd,
+                    status=self._latest_status(),
+                    extra=self._error_extra(request_id),
+                )
             except Exception as exc:
                 log.exception("console: %s failed", cmd)
                 return HTTPStatus.INTERNAL_SERVER_ERROR, _error(
-                    "CONSOLE_ERROR", f"{type(exc).__name__}: {exc}", request_id
+                    "CONSOLE_ERROR", f"{type(exc).__name__}: {exc}", request_id, cmd=cmd
                 )
+        self.visit_log.record(cmd, args, result, robot_time_ns)
         reply = {"v": 1, "id": request_id, "ok": True, "result": result}
         if robot_time_ns is not None:
             reply["robot_time_ns"] = robot_time_ns
         return HTTPStatus.OK, reply
+
+    def _error_extra(self, request_id: str) -> dict[str, Any]:
+        """Fields of the robot's error body beyond code and message (e.g. ``missing``)."""
+        last = getattr(self._client, "last_reply", None)
+        error = getattr(last, "error", None)
+        if error is None or getattr(last, "id", None) != request_id:
+            return {}
+        extra = getattr(error, "model_extra", None) or {}
+        return {k: v for k, v in extra.items() if k not in ("code", "message", "text")}
+
+    def _latest_status(self) -> dict[str, Any] | None:
+        with self._status_lock:
+            return self._status
 
     # -- status ----------------------------------------------------------------------
     def update_status(self, status: dict[str, Any]) -> None:
@@ -214,6 +274,7 @@ class ConsoleBackend:
             self._status = status
             self._status_at = self._clock()
             self._link_error = None
+        self.visit_log.sync(status)
 
     def status(self) -> dict[str, Any]:
         """Latest status plus ``age_sec`` (``None`` before the first) and ``stale``.
@@ -223,6 +284,7 @@ class ConsoleBackend:
         """
         with self._status_lock:
             latest, at, link_error = self._status, self._status_at, self._link_error
+        console = self.visit_log.snapshot()
         if latest is None:
             return {
                 "v": 1,
@@ -231,6 +293,7 @@ class ConsoleBackend:
                 "age_sec": None,
                 "stale": True,
                 "link_error": link_error,
+                "console": console,
             }
         age = max(0.0, self._clock() - at)
         return {
@@ -238,28 +301,51 @@ class ConsoleBackend:
             "age_sec": round(age, 3),
             "stale": age > self.stale_after,
             "link_error": link_error,
+            "console": console,
         }
 
     def config(self) -> dict[str, Any]:
-        """Task buttons and robot endpoints for the page.
+        """Task buttons, required visit fields and robot endpoints for the page.
 
         Without a task list of its own (no ``--config``), the console offers the
         robot's: ``hello`` returns the robot's ``tablet.tasks``, so one list, kept on
-        the robot, serves every tablet. Asked again until the robot has answered once.
+        the robot, serves every tablet. ``hello`` also names the visit fields the
+        robot requires (``required_visit_fields``), so the start form asks for them
+        before the first try. Asked again until the robot has answered once
+        (``robot_answered`` tells the page to ask for the config again later).
         """
-        if not self.tasks:
+        if self._hello is None:
             with self._client_lock:
                 try:
-                    hello = self._client.request("hello", {}, request_id=uuid.uuid4().hex)
-                    self.tasks = [str(x) for x in hello.get("tasks", [])]
+                    self._hello = self._client.request("hello", {}, request_id=uuid.uuid4().hex)
                 except TabletError as exc:
-                    log.info("console: task list not yet known (%s)", exc.code)
+                    log.info("console: robot config not yet known (%s)", exc.code)
+        hello = self._hello or {}
+        if not self.tasks and hello:
+            self.tasks = [str(x) for x in hello.get("tasks", [])]
+        required = hello.get("required_visit_fields")
         return {
             "v": 1,
             "tasks": self.tasks,
+            "required_visit_fields": [str(x) for x in required]
+            if isinstance(required, list)
+            else [],
             "robot": self.robot,
+            "robot_answered": self._hello is not None,
             "stale_after_sec": self.stale_after,
+            "previews": self.previews is not None,
         }
+
+    def preview(self, camera: str) -> dict[str, Any]:
+        """The newest preview of ``camera`` (see :mod:`.previews`)."""
+        if self.previews is None:
+            return {
+                "camera": camera,
+                "available": False,
+                "data_b64": "",
+                "error": {"code": "PREVIEW_UNSUPPORTED", "message": "previews are off"},
+            }
+        return self.previews.get(camera)
 
     def _status_loop(self) -> None:
         sub: _Subscriber | None = None
@@ -333,6 +419,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._send_json(status, _error(code, message))
 
+    def _preview(self, query: str) -> None:
+        camera = (parse_qs(query).get("camera") or [""])[0]
+        if not CAMERA_NAME.match(camera):
+            self._refuse(HTTPStatus.BAD_REQUEST, "BAD_REQUEST", "camera: a camera stream name")
+            return
+        self._send_json(HTTPStatus.OK, self.server.backend.preview(camera))
+
     def _allowed(self) -> bool:
         """Host/Origin checks; sends the refusal itself and returns False."""
         host = self.headers.get("Host", "")
@@ -349,12 +442,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if not self._allowed():
             return
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path = url.path
         backend = self.server.backend
         if path == "/api/status":
             self._send_json(HTTPStatus.OK, backend.status())
         elif path == "/api/config":
             self._send_json(HTTPStatus.OK, backend.config())
+        elif path == "/api/preview":
+            self._preview(url.query)
         else:
             name = "index.html" if path == "/" else path.lstrip("/")
             static = self.server.static.get(name)
@@ -522,6 +618,9 @@ def run_console(
         "insecure": server_public_key is None,
     }
     client = TabletClient(command_ep, timeout=timeout, retries=retries, **key_args)
+    previews = PreviewSource(
+        TabletClient(command_ep, timeout=min(timeout, PREVIEW_TIMEOUT), retries=0, **key_args)
+    )
 
     def subscriber() -> StatusSubscriber:
         return StatusSubscriber(status_ep, **key_args)
@@ -532,7 +631,9 @@ def run_console(
         "status_endpoint": status_ep,
         "secure": server_public_key is not None,
     }
-    backend = ConsoleBackend(client, subscriber, tasks=tasks, robot=robot, stale_after=stale_after)
+    backend = ConsoleBackend(
+        client, subscriber, tasks=tasks, robot=robot, stale_after=stale_after, previews=previews
+    )
     try:
         server = ConsoleServer((bind, port), backend)
     except BaseException:
