@@ -27,6 +27,7 @@ from xsquare_logger.link.protocol import (
 from xsquare_logger.link.visit import AUTO_ABORT_NOTE, VisitStateMachine
 from xsquare_logger.recording.control import ControllerError, RecordingStatus
 from xsquare_logger.session.events import TaskEventData, VisitInfo
+from xsquare_logger.session.health import EpisodeQuality, EpisodeSpan
 
 NOW = 1_800_000_000_000_000_000
 VISIT = {"visit_id": "v-17", "operator": "ana", "consent": True}
@@ -41,6 +42,10 @@ class FakeRecorder:
     stops: list[int] = field(default_factory=list)
     active: str = ""
     fail: dict[str, Exception] = field(default_factory=dict)
+    # Camera pause calls (paused, stamp_ns) and the verdicts asked for.
+    camera_paused: list[tuple[bool, int]] = field(default_factory=list)
+    spans: list[EpisodeSpan] = field(default_factory=list)
+    verdict: EpisodeQuality | None = None
 
     def _maybe_fail(self, name: str) -> None:
         if name in self.fail:
@@ -66,6 +71,15 @@ class FakeRecorder:
     def status(self) -> RecordingStatus:
         self._maybe_fail("status")
         return RecordingStatus(recording=bool(self.active), session_id=self.active)
+
+    def set_camera_paused(self, paused: bool, stamp_ns: int) -> None:
+        self._maybe_fail("set_camera_paused")
+        self.camera_paused.append((paused, stamp_ns))
+
+    def evaluate_episode(self, span: EpisodeSpan) -> EpisodeQuality | None:
+        self._maybe_fail("evaluate_episode")
+        self.spans.append(span)
+        return self.verdict
 
 
 _ids = itertools.count()
@@ -239,6 +253,8 @@ def test_full_visit_flow() -> None:
         "current_task": "",
         "episode_index": -1,
         "tasks": ["fold"],
+        "required_fields": [],
+        "visit_metadata": {},
     }
     start = r.ok("session.start", {**VISIT, "site": "home 3"})
     sid = start["session_id"]
@@ -456,7 +472,8 @@ def test_status_snapshot_survives_a_failing_controller() -> None:
 
 # --- fuzz ------------------------------------------------------------------------------
 
-COMMAND_NAMES = ["hello", "session.start", "task.start", "task.end", "mark", "session.stop"]
+COMMAND_NAMES = ["hello", "session.start", "task.start", "task.end", "mark", "session.stop",
+                 "task.discard", "privacy.pause", "privacy.resume"]
 VALUES: list[Any] = [
     None,
     True,
@@ -493,6 +510,8 @@ def _valid_args(rng: random.Random, cmd: str) -> dict[str, Any]:
         return {"outcome": rng.choice(["success", "failure", "aborted"])}
     if cmd == "mark":
         return {"label": "m"}
+    if cmd == "task.discard" and rng.random() < 0.3:
+        return {"episode_index": rng.randint(0, 3)}
     return {}
 
 
@@ -531,10 +550,12 @@ def _check_event_grammar(events: list[TaskEventData]) -> None:
     session = ""
     open_episode = -1
     next_episode = 0
+    paused = False
+    discarded: set[int] = set()
     for e in events:
         if e.kind == "session_start":
             assert not session
-            session, next_episode = e.session_id, 0
+            session, next_episode, paused, discarded = e.session_id, 0, False, set()
             continue
         assert e.session_id == session
         if e.kind == "task_start":
@@ -545,6 +566,14 @@ def _check_event_grammar(events: list[TaskEventData]) -> None:
             open_episode = -1
         elif e.kind == "mark":
             assert e.episode_index == open_episode
+        elif e.kind == "task_discard":
+            # Only the last ended episode, once, with no task open.
+            assert open_episode == -1 and e.episode_index == next_episode - 1
+            assert e.episode_index not in discarded
+            discarded.add(e.episode_index)
+        elif e.kind in ("privacy_pause", "privacy_resume"):
+            assert paused == (e.kind == "privacy_resume")
+            paused = not paused
         else:
             assert e.kind == "session_end" and open_episode == -1
             session = ""
@@ -588,7 +617,9 @@ def test_fuzzed_request_stream() -> None:
         # The machine and the recorder agree on whether a session runs.
         assert (r.m.state == "recording") == bool(r.rec.active)
     assert oks > 200  # the stream did exercise real transitions
-    assert {e.kind for e in r.rec.events} >= {"session_start", "task_start", "task_end", "mark"}
+    assert {e.kind for e in r.rec.events} >= {
+        "session_start", "task_start", "task_end", "mark", "task_discard", "privacy_pause"
+    }
     if r.m.state == "recording":
         r.ok("session.stop")
     _check_event_grammar(r.rec.events)

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     StringConstraints,
     ValidationError,
     model_validator,
@@ -38,6 +39,8 @@ __all__ = [
     "ErrorCode",
     "HelloArgs",
     "MarkArgs",
+    "PrivacyPauseArgs",
+    "PrivacyResumeArgs",
     "ProtocolError",
     "Reply",
     "Request",
@@ -45,6 +48,7 @@ __all__ = [
     "SessionStopArgs",
     "StatusArgs",
     "StatusMessage",
+    "TaskDiscardArgs",
     "TaskEndArgs",
     "TaskStartArgs",
     "decode_envelope",
@@ -65,6 +69,7 @@ MAX_TEXT_CHARS = 4096
 # bounded so an error reply can never approach the message size limit.
 _MAX_ECHO_CHARS = 64
 _MAX_ERRORS_LISTED = 3
+MAX_METADATA_ENTRIES = 32
 
 
 class ErrorCode(StrEnum):
@@ -75,6 +80,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
     INVALID_STATE = "INVALID_STATE"
     CONSENT_REQUIRED = "CONSENT_REQUIRED"
+    MISSING_FIELDS = "MISSING_FIELDS"
     TOO_LARGE = "TOO_LARGE"
     RECORDER_ERROR = "RECORDER_ERROR"
     INTERNAL = "INTERNAL"
@@ -112,6 +118,8 @@ ShortText = Annotated[
 ]
 # Free text may span lines; NUL is refused because ROS strings are C strings.
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS, pattern=r"^[^\x00]*$")]
+# Visit metadata keys (robot_serial, calibration_version): also config keys, so plain.
+MetadataKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
 class CommandArgs(BaseModel):
@@ -135,6 +143,10 @@ class SessionStartArgs(CommandArgs):
     consent: bool = False
     site: ShortText = ""
     notes: Text = ""
+    # Required visit metadata the robot's config names (visit.required_fields).
+    metadata: Annotated[
+        dict[MetadataKey, ShortText], Field(max_length=MAX_METADATA_ENTRIES)
+    ] = {}
 
 
 class TaskStartArgs(CommandArgs):
@@ -148,6 +160,27 @@ class TaskEndArgs(CommandArgs):
     """``task.end``: closes the open episode with its outcome."""
 
     outcome: Literal["success", "failure", "aborted"]
+    note: Text = ""
+
+
+class TaskDiscardArgs(CommandArgs):
+    """``task.discard``: marks the last ended episode discarded (re-record)."""
+
+    # When given, must name the last ended episode: a console acting on a stale
+    # screen must not discard another episode than the one it shows.
+    episode_index: Annotated[int, Field(ge=0)] | None = None
+    note: Text = ""
+
+
+class PrivacyPauseArgs(CommandArgs):
+    """``privacy.pause``: stop writing camera streams until ``privacy.resume``."""
+
+    note: Text = ""
+
+
+class PrivacyResumeArgs(CommandArgs):
+    """``privacy.resume``: write camera streams again."""
+
     note: Text = ""
 
 
@@ -171,7 +204,10 @@ COMMANDS: dict[str, type[CommandArgs]] = {
     "session.start": SessionStartArgs,
     "task.start": TaskStartArgs,
     "task.end": TaskEndArgs,
+    "task.discard": TaskDiscardArgs,
     "mark": MarkArgs,
+    "privacy.pause": PrivacyPauseArgs,
+    "privacy.resume": PrivacyResumeArgs,
     "session.stop": SessionStopArgs,
     "status": StatusArgs,
 }
@@ -374,13 +410,19 @@ def ok_reply(request_id: str, result: dict[str, Any], robot_time_ns: int) -> dic
     }
 
 
-def error_reply(request_id: str | None, code: ErrorCode, message: str) -> dict[str, Any]:
-    """An error reply; ``request_id`` is ``None`` when the request's id was unreadable."""
+def error_reply(
+    request_id: str | None, code: ErrorCode, message: str, **details: Any
+) -> dict[str, Any]:
+    """An error reply; ``request_id`` is ``None`` when the request's id was unreadable.
+
+    ``details`` are structured fields beside code and message (``missing`` of
+    ``MISSING_FIELDS``).
+    """
     return {
         "v": PROTOCOL_VERSION,
         "id": request_id,
         "ok": False,
-        "error": {"code": str(code), "message": message},
+        "error": {"code": str(code), "message": message, **details},
     }
 
 
@@ -407,6 +449,8 @@ class ErrorBody(_Incoming):
     # A plain string, not ErrorCode: codes added by newer robots must not break parsing.
     code: str
     message: str
+    # MISSING_FIELDS: the visit fields session.start lacked, as the config names them.
+    missing: list[str] | None = None
 
 
 class Reply(_Incoming):

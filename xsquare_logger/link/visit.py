@@ -33,17 +33,22 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from xsquare_logger.config.model import ALWAYS_REQUIRED, VISIT_ARGS, ExpectedStream, VisitConfig
+from xsquare_logger.link.control import CameraPauser, EpisodeJudge, HealthSource
 from xsquare_logger.link.protocol import (
     PROTOCOL_VERSION,
     ErrorCode,
     MarkArgs,
+    PrivacyPauseArgs,
+    PrivacyResumeArgs,
     ProtocolError,
     Request,
     SessionStartArgs,
+    TaskDiscardArgs,
     TaskEndArgs,
     TaskStartArgs,
     decode_envelope,
@@ -54,13 +59,29 @@ from xsquare_logger.link.protocol import (
 )
 from xsquare_logger.recording.control import ControllerError, RecordingStatus, SessionController
 from xsquare_logger.session.events import TaskEventData, VisitInfo
+from xsquare_logger.session.health import (
+    EpisodeQuality,
+    EpisodeSpan,
+    StreamHealth,
+    stream_alert,
+    unmeasured_streams,
+)
 
 __all__ = ["AUTO_ABORT_NOTE", "VisitState", "VisitStateMachine"]
 
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 1000
+# Bounds on what an evaluator returns and on the status episode list: a reply or
+# status message must stay far below the 64 KiB message limit.
+_MAX_REASONS = 8
+_MAX_REASON_CHARS = 200
+RECENT_EPISODES = 20
 AUTO_ABORT_NOTE = "ended automatically: session.stop while the task was open"
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * 1e9)
 
 
 class VisitState(StrEnum):
@@ -74,6 +95,33 @@ class _OpenTask:
     episode_index: int
     event_id: str
     started_ns: int
+    instruction: str = ""
+    window_start_ns: int = 0
+
+
+@dataclass
+class _EndedTask:
+    task: str
+    episode_index: int
+    instruction: str
+    outcome: str
+    duration_sec: float
+    quality: EpisodeQuality | None
+    discard_event_id: str = ""  # set once discarded
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "episode_index": self.episode_index,
+            "task": self.task,
+            "outcome": self.outcome,
+            "duration_sec": self.duration_sec,
+            "quality": _quality_json(self.quality),
+            "discarded": bool(self.discard_event_id),
+        }
+
+
+def _quality_json(quality: EpisodeQuality | None) -> dict[str, Any] | None:
+    return None if quality is None else quality.model_dump(mode="json")
 
 
 @dataclass
@@ -85,6 +133,20 @@ class _Session:
     next_episode: int = 0
     marks: int = 0
     task: _OpenTask | None = None
+    ended: list[_EndedTask] = field(default_factory=list)
+    # Privacy pause: when the current pause began (None: not paused), and the closed ranges.
+    paused_since: int | None = None
+    pause_event_id: str = ""
+    pauses: list[tuple[int, int]] = field(default_factory=list)
+
+    def paused_within(self, start_ns: int, end_ns: int) -> tuple[tuple[int, int], ...]:
+        """The paused ranges clipped to ``[start_ns, end_ns]`` (an open pause ends there)."""
+        ranges = list(self.pauses)
+        if self.paused_since is not None:
+            ranges.append((self.paused_since, end_ns))
+        return tuple(
+            (max(a, start_ns), min(b, end_ns)) for a, b in ranges if a < end_ns and b > start_ns
+        )
 
     def event_id(self, offset: int = 0) -> str:
         return f"{self.session_id}-{self.next_event + offset}"
@@ -93,10 +155,11 @@ class _Session:
 class _Failed(Exception):
     """Raised inside a handler to reply with an error (state untouched)."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, **details: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details
 
 
 class VisitStateMachine:
@@ -105,7 +168,9 @@ class VisitStateMachine:
     ``robot_id`` is reported by ``hello`` and status. ``clock`` returns wall time
     in nanoseconds (status ``elapsed_sec``, ``robot_time_ns``). ``tasks`` is the
     task list the operator console offers (reported by ``hello``).
-    ``cache_size`` bounds the idempotency cache (replies kept).
+    ``cache_size`` bounds the idempotency cache (replies kept). ``visit`` gives the
+    required visit fields, the robot's own visit metadata and the episode margins;
+    ``streams`` the expected streams (config ``health.streams``) reported in status.
     """
 
     def __init__(
@@ -116,12 +181,16 @@ class VisitStateMachine:
         *,
         tasks: Sequence[str] = (),
         cache_size: int = 10_000,
+        visit: VisitConfig | None = None,
+        streams: Sequence[ExpectedStream] = (),
     ) -> None:
         self._controller = controller
         self._robot_id = robot_id
         self._clock = clock
         self._tasks = list(tasks)
         self._cache_size = cache_size
+        self._visit = visit or VisitConfig()
+        self._streams = list(streams)
         self._replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._session: _Session | None = None
         self._lost_reason = ""
@@ -133,7 +202,10 @@ class VisitStateMachine:
             "session.start": self._session_start,
             "task.start": self._task_start,
             "task.end": self._task_end,
+            "task.discard": self._task_discard,
             "mark": self._mark,
+            "privacy.pause": self._privacy_pause,
+            "privacy.resume": self._privacy_resume,
             "session.stop": self._session_stop,
             "status": self._status,
         }
@@ -230,6 +302,7 @@ class VisitStateMachine:
         s = self._session
         now = self._clock()
         task = s.task if s else None
+        streams = self._stream_health(rec)
         return {
             "robot_id": self._robot_id,
             "robot_time_ns": now,
@@ -255,7 +328,28 @@ class VisitStateMachine:
             # Bounded: a status message must stay far below the 64 KiB message limit.
             "last_error": rec.last_error[:_MAX_ERROR_CHARS],
             "session_lost_reason": self._lost_reason,
+            "streams": [h.model_dump(mode="json") for h in streams],
+            "stream_alert": stream_alert(streams, task is not None),
+            "privacy_paused": bool(s and s.paused_since is not None),
+            "privacy_paused_sec": (
+                round((now - s.paused_since) / 1e9, 3)
+                if s and s.paused_since is not None
+                else 0.0
+            ),
+            "recent_episodes": [e.summary() for e in s.ended[-RECENT_EPISODES:]] if s else [],
         }
+
+    def _stream_health(self, rec: RecordingStatus) -> list[StreamHealth]:
+        measured: Sequence[StreamHealth] | None = None
+        if isinstance(self._controller, HealthSource):
+            try:
+                measured = self._controller.stream_health()
+            except Exception:
+                log.exception("controller stream_health() failed")
+        if measured is not None:
+            return list(measured)
+        lost = {t: c.get("lost", 0) for t, c in rec.topics.items()}
+        return unmeasured_streams(self._streams, lost)
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -270,7 +364,7 @@ class VisitStateMachine:
         try:
             result = self._handlers[request.cmd](request, received_ns)
         except _Failed as exc:
-            return error_reply(request.id, exc.code, exc.message)
+            return error_reply(request.id, exc.code, exc.message, **exc.details)
         except Exception:
             # A bug must cost one reply, not the bridge (handlers commit last,
             # so the state is as it was before the request).
@@ -313,7 +407,25 @@ class VisitStateMachine:
             "current_task": task.task if task else "",
             "episode_index": task.episode_index if task else -1,
             "tasks": list(self._tasks),
+            "required_fields": self._tablet_required(),
+            "visit_metadata": dict(self._visit.metadata),
         }
+
+    def _required(self) -> list[str]:
+        return [f for f in self._visit.required_fields if f not in ALWAYS_REQUIRED]
+
+    def _tablet_required(self) -> list[str]:
+        """Required fields the robot does not provide itself: what the console must ask."""
+        provided = {k for k, v in self._visit.metadata.items() if v.strip()}
+        return [f for f in self._required() if f not in provided]
+
+    def _missing(self, args: SessionStartArgs, metadata: dict[str, str]) -> list[str]:
+        given = {"site": args.site, "notes": args.notes}
+        return [
+            f
+            for f in self._required()
+            if not (given.get(f, "") if f in VISIT_ARGS else metadata.get(f, "")).strip()
+        ]
 
     def _status(self, request: Request, received_ns: int) -> dict[str, Any]:
         return self.snapshot()
@@ -326,12 +438,23 @@ class VisitStateMachine:
                 ErrorCode.INVALID_STATE,
                 f"session {self._session.session_id} is running; send session.stop first",
             )
+        metadata = {**self._visit.metadata, **args.metadata}
+        missing = self._missing(args, metadata)
+        if missing:
+            where = ", ".join(f if f in VISIT_ARGS else f"metadata.{f}" for f in missing)
+            raise _Failed(
+                ErrorCode.MISSING_FIELDS,
+                f"this robot needs these visit fields before recording: {', '.join(missing)} "
+                f"(session.start args {where})",
+                missing=missing,
+            )
         visit = VisitInfo(
             visit_id=args.visit_id,
             operator=args.operator,
             consent=args.consent,
             site=args.site,
             notes=args.notes,
+            metadata=metadata,
         )
         try:
             session_id = self._controller.start_session(visit, received_ns)
@@ -371,6 +494,8 @@ class VisitStateMachine:
                 f"task {s.task.task!r} (episode {s.task.episode_index}) is open; "
                 "send task.end first",
             )
+        # The pre-roll never reaches back before the session began (nothing recorded there).
+        window_start = max(s.started_ns, received_ns - _ns(self._visit.pre_roll_s))
         event = TaskEventData(
             stamp_ns=received_ns,
             session_id=s.session_id,
@@ -380,15 +505,26 @@ class VisitStateMachine:
             episode_index=s.next_episode,
             operator=s.visit.operator,
             instruction=args.instruction,
+            window_ns=window_start,
         )
         self._record(event)
-        s.task = _OpenTask(args.task, s.next_episode, event.event_id, received_ns)
+        s.task = _OpenTask(
+            args.task, s.next_episode, event.event_id, received_ns, args.instruction, window_start
+        )
         s.next_episode += 1
         s.next_event += 1
         self._changed()
         return {"episode_index": event.episode_index, "event_id": event.event_id, "task": args.task}
 
-    def _end_task_event(self, s: _Session, outcome: str, note: str, stamp_ns: int) -> TaskEventData:
+    def _end_task_event(
+        self,
+        s: _Session,
+        outcome: str,
+        note: str,
+        stamp_ns: int,
+        window_end: int,
+        quality: EpisodeQuality | None = None,
+    ) -> TaskEventData:
         assert s.task is not None
         return TaskEventData(
             stamp_ns=stamp_ns,
@@ -400,6 +536,45 @@ class VisitStateMachine:
             outcome=outcome,
             operator=s.visit.operator,
             note=note,
+            window_ns=window_end,
+            quality=quality,
+            paused=s.paused_within(s.task.window_start_ns, window_end),
+        )
+
+    def _evaluate(self, s: _Session, stamp_ns: int, window_end: int) -> EpisodeQuality | None:
+        """The recorder's verdict, bounded; any failure of the evaluator is "no verdict"."""
+        task = s.task
+        assert task is not None
+        if not isinstance(self._controller, EpisodeJudge):
+            return None
+        span = EpisodeSpan(
+            session_id=s.session_id,
+            episode_index=task.episode_index,
+            task=task.task,
+            start_ns=task.started_ns,
+            end_ns=stamp_ns,
+            window_start_ns=task.window_start_ns,
+            window_end_ns=window_end,
+        )
+        try:
+            quality = self._controller.evaluate_episode(span)
+        except Exception:
+            # A verdict is advice; it must never cost the operator the task.end.
+            log.exception("episode %d: quality evaluation failed", task.episode_index)
+            return None
+        if quality is None:
+            return None
+        reasons = [r[:_MAX_REASON_CHARS] for r in quality.reasons[:_MAX_REASONS]]
+        return EpisodeQuality(verdict=quality.verdict, reasons=reasons)
+
+    def _ended(
+        self, s: _Session, outcome: str, stamp_ns: int, quality: EpisodeQuality | None
+    ) -> _EndedTask:
+        task = s.task
+        assert task is not None
+        duration = round((stamp_ns - task.started_ns) / 1e9, 3)
+        return _EndedTask(
+            task.task, task.episode_index, task.instruction, outcome, duration, quality
         )
 
     def _task_end(self, request: Request, received_ns: int) -> dict[str, Any]:
@@ -409,8 +584,12 @@ class VisitStateMachine:
         task = s.task
         if task is None:
             raise _Failed(ErrorCode.INVALID_STATE, "no task is open; send task.start first")
-        event = self._end_task_event(s, args.outcome, args.note, received_ns)
+        window_end = received_ns + _ns(self._visit.post_roll_s)
+        quality = self._evaluate(s, received_ns, window_end)
+        event = self._end_task_event(s, args.outcome, args.note, received_ns, window_end, quality)
         self._record(event)
+        ended = self._ended(s, args.outcome, received_ns, quality)
+        s.ended.append(ended)
         s.task = None
         s.next_event += 1
         self._changed()
@@ -419,8 +598,109 @@ class VisitStateMachine:
             "event_id": event.event_id,
             "task": task.task,
             "outcome": args.outcome,
-            "duration_sec": round((received_ns - task.started_ns) / 1e9, 3),
+            "duration_sec": ended.duration_sec,
+            "quality": _quality_json(quality),
+            "window_start_ns": task.window_start_ns,
+            "window_end_ns": window_end,
         }
+
+    def _task_discard(self, request: Request, received_ns: int) -> dict[str, Any]:
+        """Mark the last ended episode discarded; a second discard of it changes nothing."""
+        args = request.args
+        assert isinstance(args, TaskDiscardArgs)
+        s = self._require_session()
+        if s.task is not None:
+            raise _Failed(
+                ErrorCode.INVALID_STATE,
+                f"task {s.task.task!r} (episode {s.task.episode_index}) is open; "
+                "only the last ended episode can be discarded: send task.end first",
+            )
+        if not s.ended:
+            raise _Failed(ErrorCode.INVALID_STATE, "no episode has ended in this session")
+        last = s.ended[-1]
+        if args.episode_index is not None and args.episode_index != last.episode_index:
+            raise _Failed(
+                ErrorCode.INVALID_STATE,
+                f"episode {args.episode_index} is not the last ended episode "
+                f"({last.episode_index}); only that one can be discarded",
+            )
+        result = {
+            "episode_index": last.episode_index,
+            "task": last.task,
+            "instruction": last.instruction,
+            "outcome": last.outcome,
+        }
+        if last.discard_event_id:
+            return {**result, "event_id": last.discard_event_id, "already_discarded": True}
+        event = TaskEventData(
+            stamp_ns=received_ns,
+            session_id=s.session_id,
+            event_id=s.event_id(),
+            kind="task_discard",
+            task=last.task,
+            episode_index=last.episode_index,
+            outcome=last.outcome,
+            operator=s.visit.operator,
+            note=args.note,
+        )
+        self._record(event)
+        last.discard_event_id = event.event_id
+        s.next_event += 1
+        self._changed()
+        return {**result, "event_id": event.event_id, "already_discarded": False}
+
+    def _privacy(self, paused: bool, note: str, received_ns: int) -> dict[str, Any]:
+        s = self._require_session()
+        if (s.paused_since is not None) == paused:  # already so: idempotent, nothing recorded
+            return {"paused": paused, "changed": False, "event_id": None,
+                    "paused_since_ns": s.paused_since}
+        if not isinstance(self._controller, CameraPauser):
+            raise _Failed(
+                ErrorCode.RECORDER_ERROR,
+                "this recorder cannot pause the camera streams; privacy pause is unavailable",
+            )
+        try:
+            self._controller.set_camera_paused(paused, received_ns)
+        except ControllerError as exc:
+            raise _Failed(ErrorCode.RECORDER_ERROR, f"the recorder refused: {exc}") from None
+        event = TaskEventData(
+            stamp_ns=received_ns,
+            session_id=s.session_id,
+            event_id=s.event_id(),
+            kind="privacy_pause" if paused else "privacy_resume",
+            episode_index=s.task.episode_index if s.task else -1,
+            operator=s.visit.operator,
+            note=note,
+        )
+        try:
+            self._record(event)
+        except _Failed:
+            # Undo: an error changes nothing (the cameras go back to how they were).
+            try:
+                self._controller.set_camera_paused(not paused, received_ns)
+            except ControllerError:
+                log.exception("could not undo set_camera_paused(%s)", paused)
+            raise
+        if paused:
+            s.paused_since = received_ns
+        else:
+            assert s.paused_since is not None
+            s.pauses.append((s.paused_since, received_ns))
+            s.paused_since = None
+        s.next_event += 1
+        self._changed()
+        return {"paused": paused, "changed": True, "event_id": event.event_id,
+                "paused_since_ns": s.paused_since}
+
+    def _privacy_pause(self, request: Request, received_ns: int) -> dict[str, Any]:
+        args = request.args
+        assert isinstance(args, PrivacyPauseArgs)
+        return self._privacy(True, args.note, received_ns)
+
+    def _privacy_resume(self, request: Request, received_ns: int) -> dict[str, Any]:
+        args = request.args
+        assert isinstance(args, PrivacyResumeArgs)
+        return self._privacy(False, args.note, received_ns)
 
     def _mark(self, request: Request, received_ns: int) -> dict[str, Any]:
         args = request.args
@@ -460,7 +740,8 @@ class VisitStateMachine:
         auto_ended: dict[str, Any] | None = None
         gone = False
         if s.task is not None:
-            event = self._end_task_event(s, "aborted", AUTO_ABORT_NOTE, received_ns)
+            # No post-roll: the recording ends now. No verdict: the episode was cut short.
+            event = self._end_task_event(s, "aborted", AUTO_ABORT_NOTE, received_ns, received_ns)
             try:
                 self._record(event)
             except _Failed:
@@ -473,6 +754,7 @@ class VisitStateMachine:
                 "event_id": event.event_id,
                 "outcome": "aborted",
             }
+            s.ended.append(self._ended(s, "aborted", received_ns, None))
             s.task = None
             s.next_event += 1
             self._changed()
