@@ -50,10 +50,11 @@ def test_session_start_without_required_fields_is_refused_naming_them() -> None:
     assert err["code"] == ErrorCode.MISSING_FIELDS
     assert err["missing"] == ["site", "calibration_version"]
     assert "site" in err["message"] and "calibration_version" in err["message"]
-    assert Reply.model_validate(reply).error.missing == ["site", "calibration_version"]
+    body = Reply.model_validate(reply).error
+    assert body is not None and body.missing == ["site", "calibration_version"]
     # Blank values are missing too; nothing was started.
-    code, message = r.error("session.start", {**VISIT, "site": "  ",
-                                              "metadata": {"calibration_version": ""}})
+    code, _ = r.error("session.start", {**VISIT, "site": "  ",
+                                        "metadata": {"calibration_version": ""}})
     assert code == ErrorCode.MISSING_FIELDS and r.rec.sessions == []
     # Consent is checked first, as before.
     assert r.error("session.start", {**VISIT, "consent": False})[0] == ErrorCode.CONSENT_REQUIRED
@@ -256,7 +257,8 @@ def test_privacy_pause_needs_a_camera_pauser() -> None:
     frame = b'{"v":1,"id":"a","cmd":"session.start","args":' + json.dumps(VISIT).encode() + b"}"
     assert json.loads(m.handle_frame(frame, NOW, ""))["ok"]
     reply = json.loads(m.handle_frame(b'{"v":1,"id":"b","cmd":"privacy.pause"}', NOW, ""))
-    assert reply["error"]["code"] == "RECORDER_ERROR" and "cannot pause" in reply["error"]["message"]
+    assert reply["error"]["code"] == "RECORDER_ERROR"
+    assert "cannot pause" in reply["error"]["message"]
     assert m.snapshot()["privacy_paused"] is False
 
 
