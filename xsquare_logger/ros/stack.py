@@ -28,7 +28,8 @@ from xsquare_logger.floor.reporter import load_token
 from xsquare_logger.recording.control import ControllerError, RecordingStatus
 from xsquare_logger.recording.recorder import CURRENT_TASK_TOPIC, TASK_EVENTS_TOPIC
 from xsquare_logger.ros.recorder_node import RecorderNode, install_stop_signals, spin_until_stopped
-from xsquare_logger.session.events import TaskEventData, VisitInfo
+from xsquare_logger.session.events import EVENT_KINDS, TaskEventData, VisitInfo
+from xsquare_logger.session.health import EpisodeQuality, EpisodeSpan, StreamHealth
 from xsquare_logger.session.manifest import SessionManifest
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ __all__ = ["RosSessionController", "run_stack", "start_floor_reporter"]
 
 log = logging.getLogger("xsquare_logger.stack")
 
-_KINDS = {"session_start": 0, "session_end": 1, "task_start": 2, "task_end": 3, "mark": 4}
 IDLE_TASK = "idle"
 
 
@@ -60,7 +60,7 @@ def task_event_message(event: TaskEventData) -> Any:
     msg.stamp.sec, msg.stamp.nanosec = divmod(event.stamp_ns, 10**9)
     msg.session_id = event.session_id
     msg.event_id = event.event_id
-    msg.kind = _KINDS[event.kind]
+    msg.kind = EVENT_KINDS[event.kind]
     msg.task = event.task
     msg.episode_index = event.episode_index
     msg.outcome = event.outcome
@@ -120,6 +120,28 @@ class RosSessionController:
         self._event_pub.publish(msg)
         if task_msg is not None:
             self._task_pub.publish(task_msg)
+
+    # Issue 11 capabilities (link/control.py): the recorder provides them; until it
+    # does, privacy pause is refused, no verdict is computed, health is "unknown".
+    def set_camera_paused(self, paused: bool, stamp_ns: int) -> None:
+        recorder = self.node.recorder
+        pause = getattr(recorder, "set_camera_paused", None)
+        if recorder is None or pause is None:
+            raise ControllerError("this recorder cannot pause the camera streams")
+        try:
+            pause(paused, stamp_ns)
+        except Exception as exc:
+            raise ControllerError(str(exc)) from exc
+
+    def evaluate_episode(self, span: EpisodeSpan) -> EpisodeQuality | None:
+        evaluate = getattr(self.node.recorder, "evaluate_episode", None)
+        return None if evaluate is None else evaluate(span)
+
+    def stream_health(self) -> list[StreamHealth] | None:
+        recorder = self.node.recorder
+        snap = recorder.last_status if recorder is not None else None
+        streams = getattr(snap, "streams", None)
+        return None if streams is None else list(streams)
 
     def stop_session(self, stamp_ns: int) -> str:
         path = str(self.node.session_dir or "")
@@ -240,7 +262,13 @@ def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()
     try:
         node = RecorderNode(config)
         controller = RosSessionController(node)
-        machine = VisitStateMachine(controller, config.robot_id, tasks=config.tablet.tasks)
+        machine = VisitStateMachine(
+            controller,
+            config.robot_id,
+            tasks=config.tablet.tasks,
+            visit=config.visit,
+            streams=config.health.streams,
+        )
         if hasattr(machine, "session_lost"):
             controller.on_session_lost.append(machine.session_lost)
         uploader = None

@@ -56,10 +56,12 @@ class TabletError(XsqError):
     """The robot answered ``ok: false`` (``code`` is the protocol's error code),
     or the link failed (``TIMEOUT``, ``AUTH_REFUSED``, ``HANDSHAKE_FAILED``, ``BAD_REPLY``)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, missing: list[str] | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        # MISSING_FIELDS: the visit fields the robot requires and the request lacked.
+        self.missing = list(missing or [])
 
 
 class TabletTimeout(TabletError):
@@ -223,7 +225,7 @@ class TabletClient:
                     assert reply.result is not None
                     return reply.result
                 assert reply.error is not None
-                raise TabletError(reply.error.code, reply.error.message)
+                raise TabletError(reply.error.code, reply.error.message, reply.error.missing)
         raise TabletTimeout(
             "TIMEOUT",
             f"no reply from {self.endpoint} to {cmd} after {self.retries + 1} attempts "
@@ -300,14 +302,23 @@ class TabletClient:
         return self.request("hello")
 
     def start_visit(
-        self, visit_id: str, operator: str, consent: bool, site: str = "", notes: str = ""
+        self,
+        visit_id: str,
+        operator: str,
+        consent: bool,
+        site: str = "",
+        notes: str = "",
+        metadata: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """``session.start``; returns ``session_id`` and ``event_id``."""
+        """``session.start``; returns ``session_id`` and ``event_id``. ``metadata``: the
+        visit fields the robot requires (``hello``'s ``required_fields``)."""
         args: dict[str, Any] = {"visit_id": visit_id, "operator": operator, "consent": consent}
         if site:
             args["site"] = site
         if notes:
             args["notes"] = notes
+        if metadata:
+            args["metadata"] = dict(metadata)
         return self.request("session.start", args)
 
     def start_task(self, task: str, instruction: str = "") -> dict[str, Any]:
@@ -318,6 +329,22 @@ class TabletClient:
     def end_task(self, outcome: str, note: str = "") -> dict[str, Any]:
         """``task.end`` with ``outcome`` success, failure or aborted."""
         return self.request("task.end", {"outcome": outcome, **({"note": note} if note else {})})
+
+    def discard_task(self, episode_index: int | None = None, note: str = "") -> dict[str, Any]:
+        """``task.discard``: the last ended episode (``episode_index``, when given, must be
+        it). Re-record = this, then :meth:`start_task` with the reply's task/instruction."""
+        args: dict[str, Any] = {"note": note} if note else {}
+        if episode_index is not None:
+            args["episode_index"] = episode_index
+        return self.request("task.discard", args)
+
+    def privacy_pause(self, note: str = "") -> dict[str, Any]:
+        """``privacy.pause``: camera streams are not written until :meth:`privacy_resume`."""
+        return self.request("privacy.pause", {"note": note} if note else {})
+
+    def privacy_resume(self, note: str = "") -> dict[str, Any]:
+        """``privacy.resume``: camera streams are written again."""
+        return self.request("privacy.resume", {"note": note} if note else {})
 
     def mark(self, label: str, note: str = "") -> dict[str, Any]:
         """``mark``: a labelled instant, stamped with the robot's receive time."""
