@@ -25,7 +25,7 @@ from xsquare_logger.tablet.client import TabletError
 __all__ = ["CAMERA_NAME", "PreviewSource"]
 
 #: What the console accepts as a camera name in ``/api/preview?camera=``.
-CAMERA_NAME = re.compile(r"^[A-Za-z0-9_./:-]{1,128}$")
+CAMERA_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 # The page puts the picture into a data: URL; anything but base64 text is not one.
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 #: After the robot says it has no ``preview.get`` (an older robot), ask again only

@@ -310,7 +310,8 @@ class ConsoleBackend:
         Without a task list of its own (no ``--config``), the console offers the
         robot's: ``hello`` returns the robot's ``tablet.tasks``, so one list, kept on
         the robot, serves every tablet. ``hello`` also names the visit fields the
-        robot requires (``required_visit_fields``), so the start form asks for them
+        robot requires and does not fill itself (``required_fields``), so the start
+        form asks for them
         before the first try. Asked again until the robot has answered once
         (``robot_answered`` tells the page to ask for the config again later).
         """
@@ -323,13 +324,11 @@ class ConsoleBackend:
         hello = self._hello or {}
         if not self.tasks and hello:
             self.tasks = [str(x) for x in hello.get("tasks", [])]
-        required = hello.get("required_visit_fields")
+        required = hello.get("required_fields")
         return {
             "v": 1,
             "tasks": self.tasks,
-            "required_visit_fields": [str(x) for x in required]
-            if isinstance(required, list)
-            else [],
+            "required_fields": [str(x) for x in required] if isinstance(required, list) else [],
             "robot": self.robot,
             "robot_answered": self._hello is not None,
             "stale_after_sec": self.stale_after,

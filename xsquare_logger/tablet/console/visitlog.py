@@ -1,10 +1,12 @@
 """The visit as this console saw it: episodes (outcome, duration, quality) and marks.
 
-The robot's status carries counts (``episodes``, ``marks``) but not the list; the
-operator needs the list ("did episode 4 pass?"). Every successful command goes
-through the console, so its replies are the source: :meth:`VisitLog.record` is fed
-each reply, :meth:`VisitLog.sync` each status (a visit started elsewhere, or before
-this console started, resets the list; the counts in the status stay the truth).
+The operator needs the list ("did episode 4 pass?"). Two sources, merged: the
+replies this console proxied (:meth:`VisitLog.record`: instruction, marks per
+episode, the open task at once) and the robot's status (:meth:`VisitLog.sync`:
+``recent_episodes``, the last ended episodes with outcome, quality and discard, the
+robot's truth, also for episodes tagged from another tablet or before this console
+started). A visit started elsewhere resets the list; the counts in the status
+(``episodes``, ``marks``) stay the truth.
 """
 
 from __future__ import annotations
@@ -127,12 +129,40 @@ class VisitLog:
                     self._visit = _Visit(
                         session_id=session_id,
                         visit_id=str(status.get("visit_id", "")),
-                        complete=_int(status.get("episodes"), 0) == 0
-                        and _int(status.get("marks"), 0) == 0,
+                        complete=_int(status.get("episodes"), 0) == 0,
                     )
+            self._merge_recent(status.get("recent_episodes"))
         elif status.get("state") == "idle":
             with self._lock:
                 self._visit.ended = bool(self._visit.session_id)
+
+    def _merge_recent(self, recent: Any) -> None:
+        """Take the robot's word on ended episodes (status ``recent_episodes``)."""
+        if not isinstance(recent, list):
+            return
+        with self._lock:
+            for item in recent:
+                if not isinstance(item, dict):
+                    continue
+                index = _int(item.get("episode_index"))
+                if index < 0:
+                    continue
+                ep = self._visit.episodes.get(index)
+                if ep is None:
+                    ep = Episode(index=index, task=str(item.get("task", "")))
+                    self._visit.episodes[index] = ep
+                if isinstance(item.get("outcome"), str) and item["outcome"]:
+                    ep.outcome = item["outcome"]
+                duration = item.get("duration_sec")
+                if isinstance(duration, int | float) and not isinstance(duration, bool):
+                    ep.duration_sec = float(duration)
+                quality = item.get("quality")
+                ep.quality = quality if isinstance(quality, dict) else None
+                ep.discarded = bool(item.get("discarded"))
+            # Complete again once the robot's list reaches back to episode 0.
+            indexes = [_int(i.get("episode_index")) for i in recent if isinstance(i, dict)]
+            if 0 in indexes and all(i in self._visit.episodes for i in range(max(indexes) + 1)):
+                self._visit.complete = True
 
     def snapshot(self) -> dict[str, Any]:
         """JSON for the page: episodes newest first, the newest marks, counts."""

@@ -14,7 +14,7 @@
   const TOAST_MS = 5000;
   // Fields the start form always has; any other required field gets an input of its own.
   const BUILTIN_FIELDS = ["visit_id", "operator", "site", "notes", "consent"];
-  const STATE_WORDS = { ok: "OK", degraded: "SLOW", stalled: "STOPPED", missing: "MISSING" };
+  const STATE_WORDS = { ok: "OK", degraded: "SLOW", stalled: "STOPPED", missing: "MISSING", unknown: "NOT MEASURED" };
   // Sentences for errors the console process cannot word itself (it is the one not answering).
   const LOCAL_TEXT = {
     CONSOLE_UNREACHABLE: "The console program on this tablet is not answering. Reload the page; if that fails, restart the console.",
@@ -286,7 +286,12 @@
     if (s.state === "idle" && s.session_lost_reason) {
       return { level: "red", title: "VISIT ENDED BY THE ROBOT", detail: s.session_lost_reason };
     }
-    const bad = (streamsOf(s) || []).filter((x) => x.state === "stalled" || x.state === "missing");
+    // A camera silent for a privacy pause is no problem.
+    const bad = (streamsOf(s) || []).filter((x) => (x.state === "stalled" || x.state === "missing") &&
+      !(s.privacy_paused === true && isCamera(x)));
+    if (phase === "task" && !bad.length && s.stream_alert) {
+      return { level: "red", title: "STREAM STOPPED DURING THE TASK", detail: s.stream_alert + ". End the task, check the sensor, then re-record." };
+    }
     if (bad.length && (phase === "task" || phase === "visit")) {
       const names = bad.map((x) => x.name + (x.state === "missing" ? " (never seen)" : " (stopped)")).join(", ");
       if (phase === "task") {
@@ -709,10 +714,13 @@
   el.reviewRerecord.addEventListener("click", async () => {
     if (!reviewed) return;
     const again = reviewed;
-    const reply = await send("task.discard", {});
+    // episode_index: the robot refuses if the screen is stale and another episode ended since.
+    const reply = await send("task.discard", { episode_index: again.index });
     if (reply && reply.ok) {
-      const args = { task: again.task };
-      if (again.instruction) args.instruction = again.instruction;
+      const r = reply.result || {};
+      const args = { task: r.task || again.task };
+      const instruction = typeof r.instruction === "string" ? r.instruction : again.instruction;
+      if (instruction) args.instruction = instruction;
       await send("task.start", args);
     }
   });
@@ -743,7 +751,7 @@
         el.taskButtons.textContent = "";
         (cfg.tasks || []).forEach(addTaskButton);
       }
-      (cfg.required_visit_fields || []).forEach((name) => {
+      (cfg.required_fields || []).forEach((name) => {
         if (!BUILTIN_FIELDS.includes(name)) ensureField(name);
       });
       const r = cfg.robot || {};
