@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from xsquare_logger.link.keys import KeyStore
-from xsquare_logger.tablet.client import keys_from_files
+from xsquare_logger.tablet.client import CurveKeys, keys_from_files
 from xsquare_logger.tablet.console import ConsoleBackend, ConsoleServer, run_console
 from xsquare_logger.tablet.console.server import MAX_BODY_BYTES
 
@@ -33,7 +33,7 @@ class Robot:
     proc: Any  # conftest.Proc
     command_port: int
     status_port: int
-    keys: dict[str, bytes]
+    keys: CurveKeys
     events: Path
     keys_dir: Path
 

@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from support.tablet_robot import ROBOT_ID, JsonlController
 from xsquare_logger.config.model import LoggerConfig, TabletConfig, VisitConfig
@@ -43,6 +44,11 @@ class SteeredController(JsonlController):
     def __init__(self, events: Path, control: Path) -> None:
         super().__init__(events)
         self._control = control
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        # Events now carry pydantic values (the verdict): written as their JSON.
+        with self._path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, default=lambda o: o.model_dump(mode="json")) + "\n")
 
     def _read(self, name: str) -> object | None:
         path = self._control / name

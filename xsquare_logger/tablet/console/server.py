@@ -260,8 +260,9 @@ class ConsoleBackend:
         error = getattr(last, "error", None)
         if error is None or getattr(last, "id", None) != request_id:
             return {}
-        extra = getattr(error, "model_extra", None) or {}
-        return {k: v for k, v in extra.items() if k not in ("code", "message", "text")}
+        dump = getattr(error, "model_dump", None)
+        fields: dict[str, Any] = dump(exclude_none=True) if callable(dump) else {}
+        return {k: v for k, v in fields.items() if k not in ("code", "message", "text")}
 
     def _latest_status(self) -> dict[str, Any] | None:
         with self._status_lock:
