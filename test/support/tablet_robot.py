@@ -56,6 +56,9 @@ class JsonlController:
     def record_event(self, event: TaskEventData) -> None:
         self._write({"call": "record_event", **asdict(event)})
 
+    def set_camera_paused(self, paused: bool, stamp_ns: int) -> None:
+        self._write({"call": "set_camera_paused", "paused": paused, "stamp_ns": stamp_ns})
+
     def stop_session(self, stamp_ns: int) -> str:
         self._write({"call": "stop_session", "stamp_ns": stamp_ns})
         path, self._session_id = f"/data/{self._session_id}", ""
