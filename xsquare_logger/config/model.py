@@ -242,10 +242,12 @@ class HealthConfig(_Strict):
         0.8, gt=0, le=1, description="Degraded below this fraction of the nominal rate."
     )
     stalled_periods: float = Field(
-        10.0, gt=0, description="Stalled after this many nominal periods without a message"
+        10.0, gt=0,
+        description="Stalled: no message for this many nominal periods (and stalled_min_s).",
     )
     stalled_min_s: float = Field(
-        0.5, ge=0, description="... and at least this many seconds (fast streams jitter)."
+        0.5, ge=0, description="Stalled needs at least this many silent seconds (fast "
+        "streams jitter).",
     )
 
     @field_validator("streams")
