@@ -413,6 +413,27 @@ def test_disk_full_reports_errno_and_abort_keeps_flushed_data(
     assert b"safe" in data and not data.endswith(b"\x89MCAP0\r\n")
 
 
+def test_queued_flush_makes_data_durable_and_reports_errors_on_the_next_call(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "q.mcap"
+    w = McapWriter(path, compression="none", background=True)
+    cid = w.register_channel("/a", "application/octet-stream", 0)
+    w.add_message(cid, 1, 1, b"first")
+    w.flush(wait=False)
+    w._drain()  # what any waiting call does; then the chunk is in the file
+    assert b"first" in path.read_bytes()
+    w._file = _FullDisk(w._file, budget=10)  # type: ignore[assignment]
+    w.add_message(cid, 2, 2, bytes(1000))
+    w.flush(wait=False)  # queued: the failure happens on the I/O thread
+    with pytest.raises(McapWriterError, match="write failed") as info:
+        w.flush()
+    assert info.value.errno == errno.ENOSPC
+    w.abort()
+    data = path.read_bytes()
+    assert b"first" in data and not data.endswith(b"\x89MCAP0\r\n")
+
+
 def test_message_edge_cases(tmp_path: Path) -> None:
     import array
 

@@ -554,11 +554,16 @@ class McapWriter:
 
         self._submit(job)
 
-    def flush(self, fsync: bool = True) -> None:
+    def flush(self, fsync: bool = True, wait: bool = True) -> None:
         """Close the open chunk (if it holds messages) and push everything to the OS.
 
         Args:
             fsync: Also ``os.fsync`` the file so the data survives a power loss.
+            wait: In background mode, wait until that is done (and raise its error). With
+                ``wait=False`` the flush is queued behind the chunks before it and this
+                returns at once; an error is raised by the next call. The recorder does
+                that: the I/O thread is at most ``_CHUNK_BUFFERS`` chunks behind, so the
+                data is on disk moments later, and packing never stalls on an fsync.
 
         Everything added before this call is then readable from the file even if the process
         dies before :meth:`close` (see :func:`~xsquare_logger.bag.recover.recover_mcap`).
@@ -566,13 +571,20 @@ class McapWriter:
         self._check_open()
         if self._chunk_messages:
             self._close_chunk()
-        self._drain()
-        try:
-            self._file.flush()
-            if fsync:
-                os.fsync(self._file.fileno())
-        except OSError as exc:
-            raise self._io_error("flush", exc) from exc
+
+        def job() -> None:
+            try:
+                self._file.flush()
+                if fsync:
+                    os.fsync(self._file.fileno())
+            except OSError as exc:
+                raise self._io_error("flush", exc) from exc
+
+        if wait:
+            self._drain()
+            job()
+        else:
+            self._submit(job)
 
     # ------------------------------------------------------------------ finishing
 

@@ -209,7 +209,9 @@ class SessionWriter:
 
     def flush(self) -> None:
         if self._file:
-            self._file.writer.flush(fsync=self.config.fsync)
+            # Queued on the writer's I/O thread behind the chunks before it: the
+            # recorder's thread goes on packing (close() waits for everything).
+            self._file.writer.flush(fsync=self.config.fsync, wait=False)
 
     # -- finalisation -----------------------------------------------------------------------
     def _close_file(self) -> None:
