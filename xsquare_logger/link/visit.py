@@ -17,6 +17,13 @@ Rules the tablet relies on (docs/tablet-protocol.md):
 * ``session.stop`` with a task open first ends the task as ``aborted`` (recorded
   as a task_end event with an explanatory note), then ends the session.
 
+* Issue 11: ``session.start`` is refused (``MISSING_FIELDS``) without the visit
+  fields the config requires; ``task.end`` asks the controller for a verdict and
+  records the episode window (taps +- pre/post-roll); ``task.discard`` marks the
+  last ended episode (once; repeats answer ``already_discarded``); privacy
+  pause/resume are idempotent and need a controller that can pause cameras
+  (capabilities: link/control.py).
+
 * If the recorder ends a session by itself (disk reserve reached, storage
   error), its controller calls :meth:`VisitStateMachine.session_lost`: the
   machine returns to ``idle`` and status says why (``session_lost_reason``).
