@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from xsquare_logger.config.camera import CameraCompression
 from xsquare_logger.config.floor import FloorConfig
@@ -207,12 +214,40 @@ class VisitConfig(_Strict):
         return value
 
 
+#: What a stream carries (docs/tablet-protocol.md §7 ``kind``).
+StreamKind = Literal["camera", "joints", "wrench", "other"] | None
+
+
+def infer_stream_kind(topic: str) -> Literal["camera", "joints", "wrench", "other"]:
+    """The kind of an expected stream whose config does not say (by its topic name)."""
+    t = topic.lower()
+    if "image" in t or "camera" in t or "/cam" in t:
+        return "camera"
+    if "joint" in t:
+        return "joints"
+    if "wrench" in t or "force" in t:
+        return "wrench"
+    return "other"
+
+
 class ExpectedStream(_Strict):
     """One stream the robot must deliver, with its nominal rate."""
 
     name: str = Field(min_length=1, max_length=64, description="Shown on the console tile.")
     topic: str = Field(pattern=r"^/", description="Topic as subscribed (absolute).")
     nominal_hz: float = Field(gt=0, le=100_000)
+    kind: StreamKind = Field(
+        None,
+        description="camera | joints | wrench | other (the console makes preview tiles for "
+        "cameras; quality checks camera skew). Unset: from the topic name (image/camera, "
+        "joint, wrench), else other.",
+    )
+
+    @model_validator(mode="after")
+    def _infer_kind(self) -> ExpectedStream:
+        if self.kind is None:
+            object.__setattr__(self, "kind", infer_stream_kind(self.topic))
+        return self
 
 
 def _humanoid_streams() -> list[ExpectedStream]:
@@ -249,6 +284,49 @@ class HealthConfig(_Strict):
         0.5, ge=0, description="Stalled needs at least this many silent seconds (fast "
         "streams jitter).",
     )
+    enabled: bool = Field(
+        True, description="Measure stream health and judge episodes (false: every stream is "
+        "reported unknown and task.end carries quality null)."
+    )
+    history_s: float = Field(
+        900.0, gt=0, le=7200,
+        description="Arrival times kept per expected stream for the episode verdict (an "
+        "episode longer than this is judged on its last history_s seconds).",
+    )
+    fail_ratio: float = Field(
+        0.5, gt=0, le=1,
+        description="Verdict fail when a stream's episode rate is below this fraction of "
+        "nominal (warn below degraded_ratio).",
+    )
+    gap_warn_periods: float = Field(
+        3.0, gt=0, description="Verdict warn for a gap longer than this many nominal "
+        "periods (and gap_warn_min_s); a gap as long as a stall (stalled_periods, "
+        "stalled_min_s) is fail.",
+    )
+    gap_warn_min_s: float = Field(0.1, ge=0, description="See gap_warn_periods.")
+    loss_fail_fraction: float = Field(
+        0.01, ge=0, le=1,
+        description="Verdict fail when a stream lost more than this fraction of its "
+        "messages in the episode (any loss is warn).",
+    )
+    skew_warn_s: float = Field(
+        0.033, ge=0, description="Verdict warn when two cameras, or a camera and the joints, "
+        "differ by more than this in median latency (receive time minus header stamp).",
+    )
+    skew_fail_s: float = Field(0.1, ge=0, description="Verdict fail above this skew.")
+    previews: bool = Field(
+        True, description="Answer preview.get (camera previews are made only while a "
+        "console asks: see lease)."
+    )
+    preview_width: int = Field(320, ge=16, le=1280, description="Preview width in pixels.")
+    preview_interval_s: float = Field(
+        1.0, ge=0.1, le=60, description="At most one new preview per camera this often."
+    )
+    preview_lease_s: float = Field(
+        5.0, ge=0.5, le=300,
+        description="Previews of a camera stop being made this long after its last "
+        "preview.get.",
+    )
 
     @field_validator("streams")
     @classmethod
@@ -258,6 +336,27 @@ class HealthConfig(_Strict):
         if dup:
             raise ValueError(f"topic listed twice: {', '.join(dup)}")
         return value
+
+
+class CalibrationConfig(_Strict):
+    """The robot's calibration files, stored in every session (MCAP attachments)."""
+
+    files: list[Path] = Field(
+        default_factory=list,
+        description="Calibration files (camera intrinsics/extrinsics, URDF, ...) stored at "
+        "session start as MCAP attachments named calibration/<file name>, with their sha256 "
+        "in session.json calibration. A missing file refuses the session start.",
+    )
+
+    @field_validator("files")
+    @classmethod
+    def _unique_names(cls, value: list[Path]) -> list[Path]:
+        paths = [Path(os.path.expandvars(str(v))).expanduser() for v in value]
+        names = [p.name for p in paths]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"file name listed twice: {', '.join(dup)}")
+        return paths
 
 
 class LoggerConfig(_Strict):
@@ -276,6 +375,7 @@ class LoggerConfig(_Strict):
     floor: FloorConfig = Field(default_factory=FloorConfig)
     visit: VisitConfig = Field(default_factory=VisitConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
 
     @field_validator("data_root")
     @classmethod

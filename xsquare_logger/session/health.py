@@ -22,6 +22,7 @@ __all__ = [
     "EpisodeSpan",
     "ExpectedStreamLike",
     "StreamHealth",
+    "StreamKind",
     "StreamState",
     "stream_alert",
     "unmeasured_streams",
@@ -30,6 +31,8 @@ __all__ = [
 #: ``unknown``: the recorder does not (yet) measure this stream's health; the
 #: other four are the recorder's classification (docs/tablet-protocol.md §7).
 StreamState = Literal["ok", "degraded", "stalled", "missing", "unknown"]
+#: What a stream carries; the console makes preview tiles for ``camera`` streams.
+StreamKind = Literal["camera", "joints", "wrench", "other"]
 #: States that raise the operator's error banner while a task is open.
 ALERT_STATES: frozenset[str] = frozenset({"stalled", "missing"})
 
@@ -41,12 +44,17 @@ class StreamHealth(BaseModel):
 
     name: str = Field(description="Display name from the config (health.streams[].name).")
     topic: str
+    kind: StreamKind = "other"
     state: StreamState = "unknown"
     rate_hz: float | None = Field(None, description="Measured over the sliding window.")
     nominal_hz: float | None = None
     lost: int = Field(0, ge=0, description="Messages lost on this topic in this session.")
     last_seen_s: float | None = Field(
         None, description="Seconds since the last message arrived; null: never seen."
+    )
+    paused: bool = Field(
+        False, description="A camera under the privacy pause: arriving, not written; its "
+        "silence is neither a stall nor a loss."
     )
 
 
@@ -91,6 +99,9 @@ class ExpectedStreamLike(Protocol):
     @property
     def nominal_hz(self) -> float: ...
 
+    @property
+    def kind(self) -> StreamKind | None: ...
+
 
 def unmeasured_streams(
     expected: Iterable[ExpectedStreamLike], lost_by_topic: Mapping[str, int]
@@ -104,6 +115,7 @@ def unmeasured_streams(
         StreamHealth(
             name=s.name,
             topic=s.topic,
+            kind=s.kind or "other",
             nominal_hz=s.nominal_hz,
             lost=max(0, int(lost_by_topic.get(s.topic, 0))),
         )
