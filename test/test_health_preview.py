@@ -51,6 +51,7 @@ def test_no_request_no_work_then_a_lease_gives_a_small_jpeg() -> None:
         assert got is not None and (got.width, got.height) == (320, 180)
         assert len(got.jpeg) <= MAX_JPEG_BYTES and got.stamp_ns == clock.now
         img = cv2.imdecode(np.frombuffer(got.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None
         assert img.shape == (180, 320, 3)
         # At most one per interval: the next frame is due a second later.
         assert lane.next_ns == clock.now + S
