@@ -196,7 +196,7 @@ class HealthTracker:
     def _lost_since(self, topic: str, since_ns: int, lost_now: int) -> int:
         """Losses counted after ``since_ns`` (from the last sample at or before it)."""
         base = 0
-        for t, lost in self._loss[topic]:
+        for t, lost in list(self._loss[topic]):  # a copy: the writer thread appends
             if t > since_ns:
                 break
             base = lost

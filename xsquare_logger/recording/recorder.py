@@ -26,13 +26,16 @@ from xsquare_logger.bag.qos import QosDict, make_qos
 from xsquare_logger.camera.stage import CompressionStage
 from xsquare_logger.config.model import LoggerConfig, config_digest
 from xsquare_logger.errors import XsqError
+from xsquare_logger.recording.health import HealthTracker, StreamMonitor
 from xsquare_logger.recording.memory import BurstTrimmer, release_free_memory
+from xsquare_logger.recording.preview import Preview, PreviewLane, PreviewMaker
 from xsquare_logger.recording.queue import ByteBoundedQueue
 from xsquare_logger.recording.sequence import SequenceTracker
 from xsquare_logger.recording.tap import Tap
 from xsquare_logger.session.counters import LossCounters, TopicStats
 from xsquare_logger.session.episodes import apply_event
 from xsquare_logger.session.events import TaskEventData
+from xsquare_logger.session.health import EpisodeQuality, EpisodeSpan, StreamHealth
 from xsquare_logger.session.manifest import SessionManifest, write_manifest
 from xsquare_logger.session.store import SessionWriter
 
@@ -57,6 +60,12 @@ CURRENT_TASK_TYPE = "std_msgs/msg/String"
 # Topics the recorder writes itself (never subscribed: that would record them twice).
 INTERNAL_TOPICS = frozenset({STATUS_TOPIC, TASK_EVENTS_TOPIC, CURRENT_TASK_TOPIC})
 _EVENT = -1  # queue index of an internal tablet event
+
+#: Camera payloads: not written under the privacy pause (recording/health.py: kind camera).
+CAMERA_TYPES = frozenset({
+    "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
+    "foxglove_msgs/msg/CompressedVideo",
+})
 
 # What a full or failing disk raises from the session writer.
 _WRITE_ERRORS = (OSError, McapWriterError)
@@ -93,6 +102,8 @@ class StatusSnapshot:
     current_task: str = ""
     episode_index: int = -1
     upload_backlog: int = 0
+    # Each expected stream (config health.streams) as measured; None: health not measured.
+    streams: list[StreamHealth] | None = None
     totals: LossCounters = field(init=False)
 
     def __post_init__(self) -> None:
@@ -191,6 +202,22 @@ class Recorder:
         self._trimmer = BurstTrimmer(
             high=min(64 << 20, self.rcfg.queue_max_bytes // 2), low=8 << 20
         )
+        # Issue 11: stream health, previews, privacy pause (off the per-message path but
+        # for one monitor append and one compare on expected and camera topics).
+        hcfg = config.health
+        self.health: HealthTracker | None = (
+            HealthTracker(hcfg.streams, hcfg, self.started_ns) if hcfg.enabled else None
+        )
+        self.previews: PreviewMaker | None = (
+            PreviewMaker(hcfg.preview_width, hcfg.preview_interval_s, hcfg.preview_lease_s)
+            if hcfg.previews
+            else None
+        )
+        self._cameras_paused = False
+        # [start_ns, end_ns or 0 while open] of every privacy pause, in order.
+        self._pauses: list[list[int]] = []
+        self._camera_indices: set[int] = set()
+        self.paused_frames = 0  # camera frames received under the pause (not written, not lost)
         self.stats: list[TopicStats] = []
         self._seq: list[SequenceTracker] = []
         self._by_name: dict[str, int] = {}
@@ -239,7 +266,15 @@ class Recorder:
 
     def callback_for(self, topic: str) -> RawCallback:
         """The callback of an already registered topic (re-subscription after QoS change)."""
-        return self._make_callback(self._by_name[topic])
+        index = self._by_name[topic]
+        stats = self.stats[index]
+        compress = topic if self.stage is not None and self.stage.handles(topic) else None
+        observed = self._observed(index, stats.type, compress)
+        if observed is not None:
+            return observed
+        if compress:
+            return self._make_compress_callback(topic, index)
+        return self._make_callback(index)
 
     def add_topic(self, topic: str, type_name: str, qos: list[QosDict]) -> RawCallback:
         """Register ``topic`` and return the raw subscription callback for it.
@@ -252,11 +287,16 @@ class Recorder:
             out_topic, out_type = self.stage.outputs[topic]
             if type_name != "sensor_msgs/msg/Image":
                 raise ValueError(f"{topic} is configured for compression but is {type_name}")
-            self._register(out_topic, out_type, qos)
-            return self._make_compress_callback(
-                topic, self._register(topic, type_name, qos, compressed_to=out_topic)
+            out_index = self._register(out_topic, out_type, qos)
+            index = self._register(topic, type_name, qos, compressed_to=out_topic)
+            self._camera_indices.update((index, out_index))
+            return self._observed(index, type_name, topic) or self._make_compress_callback(
+                topic, index
             )
-        return self._make_callback(self._register(topic, type_name, qos))
+        index = self._register(topic, type_name, qos)
+        if type_name in CAMERA_TYPES:
+            self._camera_indices.add(index)
+        return self._observed(index, type_name) or self._make_callback(index)
 
     def _make_compress_callback(self, topic: str, index: int) -> RawCallback:
         """Like the plain callback, but frames go to the encoder lane of ``topic``."""
@@ -304,6 +344,68 @@ class Recorder:
             index = self._by_name.get(topic)
             if index is not None:
                 self.stats[index].dropped_encode = lane.skipped + lane.failed
+
+    def _observed(
+        self, index: int, type_name: str, compress_topic: str | None = None
+    ) -> RawCallback | None:
+        """The callback of an expected stream or a camera (health, pause, preview); None
+        for any other topic, which keeps the plain callback."""
+        monitor = self.health.monitors.get(self.stats[index].topic) if self.health else None
+        camera = type_name in CAMERA_TYPES
+        if monitor is None and not camera:
+            return None
+        if monitor is not None:
+            monitor.subscribed(time.time_ns(), type_name)
+        lane = None
+        if self.previews is not None and type_name == "sensor_msgs/msg/Image":
+            lane = self.previews.lane(self.stats[index].topic)
+        return self._make_observed_callback(index, monitor, camera, lane, compress_topic)
+
+    def _make_observed_callback(
+        self,
+        index: int,
+        monitor: StreamMonitor | None,
+        camera: bool,
+        lane: PreviewLane | None,
+        compress_topic: str | None,
+    ) -> RawCallback:
+        """The plain (or compress) callback plus: the monitor sees every arrival; a camera
+        under the privacy pause is neither written nor counted lost (its sequence numbers
+        are still followed, so the pause is no transport gap); a due preview is handed on."""
+        stats = self.stats[index]
+        put = self.queue.put
+        observe = self._seq[index].observe
+        arrive = monitor.arrive if monitor is not None else None
+        submit = self.stage.submit if compress_topic is not None and self.stage else None
+        previews = self.previews
+
+        def callback(msg: bytes, info: Mapping[str, Any]) -> None:
+            recv = info.get("received_timestamp") or time.time_ns()
+            if arrive is not None:
+                arrive(recv, msg)
+            if not self._accepting:
+                stats.received += 1
+                return
+            seq = info.get("publication_sequence_number") or 0
+            gid = info.get("publisher_gid")
+            if seq and gid is not None:
+                lost = observe(gid["data"], seq)
+                if lost:
+                    stats.lost_transport += lost
+            if camera:
+                if self._cameras_paused:
+                    self.paused_frames += 1
+                    return
+                if lane is not None and recv >= lane.next_ns and previews is not None:
+                    previews.offer(lane, msg, recv)
+            stats.received += 1
+            if submit is not None:
+                assert compress_topic is not None
+                submit(compress_topic, msg, recv, info.get("source_timestamp") or recv, seq)
+            elif not put((index, msg, info), len(msg)):
+                stats.dropped_queue += 1
+
+        return callback
 
     def _make_callback(self, index: int) -> RawCallback:
         stats = self.stats[index]
@@ -358,6 +460,60 @@ class Recorder:
             if i not in internal
         }
 
+    # -- issue 11: privacy pause, health, verdicts, previews (link/control.py) ------------
+    def set_camera_paused(self, paused: bool, stamp_ns: int) -> None:
+        """From ``stamp_ns`` (log time) on, write no camera message (or write them again).
+
+        Paused frames are neither written nor lost (``paused_frames`` counts them); the
+        privacy event itself is recorded by the link. Idempotent."""
+        with self._lock:
+            if paused == self._cameras_paused:
+                return
+            if paused:
+                self._pauses.append([stamp_ns, 0])
+                self._cameras_paused = True
+                if self.previews is not None:
+                    self.previews.clear()  # a preview must not show what the pause hides
+            else:
+                self._pauses[-1][1] = stamp_ns
+                self._cameras_paused = False
+
+    def _in_pause(self, log_ns: int) -> bool:
+        return any(s <= log_ns and (not e or log_ns < e) for s, e in self._pauses)
+
+    @property
+    def cameras_paused(self) -> bool:
+        return self._cameras_paused
+
+    def _expected_lost(self) -> dict[str, int]:
+        """Losses per expected topic; a compressed camera's include its output topic's."""
+        lost = self._lost_by_topic()
+        if self.stage is None:
+            return lost
+        return {
+            t: n + (lost.get(self.stage.outputs[t][0], 0) if self.stage.handles(t) else 0)
+            for t, n in lost.items()
+        }
+
+    def stream_health(self) -> list[StreamHealth] | None:
+        """Each expected stream as measured now (any thread); None when health is off."""
+        if self.health is None:
+            return None
+        return self.health.health(time.time_ns(), self._expected_lost(), self._cameras_paused)
+
+    def evaluate_episode(self, span: EpisodeSpan) -> EpisodeQuality | None:
+        """The verdict on the episode ending now (any thread); None when health is off."""
+        if self.health is None:
+            return None
+        pauses = [(s, e) for s, e in list(self._pauses)]
+        return self.health.evaluate(span, time.time_ns(), self._expected_lost(), pauses)
+
+    def preview(self, topic: str) -> Preview | None:
+        """Open ``topic``'s preview lease; its newest preview (None: none yet, paused, off)."""
+        if self.previews is None or self._cameras_paused or not self._accepting:
+            return None
+        return self.previews.request(topic)
+
     def update_qos(self, topic: str, qos: list[QosDict]) -> None:
         with self._lock:
             self.writer.update_qos(self._by_name[topic], qos)
@@ -401,6 +557,8 @@ class Recorder:
     # -- writer thread ----------------------------------------------------------------------
     def _process(self, batch: list[tuple[int, bytes, Mapping[str, Any]]]) -> None:
         write = self.writer.write
+        # Frames queued between a pause's stamp and the call that set it: cut here too.
+        cameras = self._camera_indices if self._pauses else None
         for index, msg, info in batch:
             if index == _EVENT:
                 self._write_event(*info["event"])
@@ -412,6 +570,8 @@ class Recorder:
                 stats.dropped_disk += 1
                 continue
             recv = info.get("received_timestamp") or time.time_ns()
+            if cameras is not None and index in cameras and self._in_pause(recv):
+                continue  # received before the pause flag was up; under it by its stamp
             src = info.get("source_timestamp") or recv
             try:
                 write(index, recv, src, msg, seq & 0xFFFFFFFF)
@@ -509,6 +669,10 @@ class Recorder:
     def _emit_status(self, state: str) -> None:
         self._sync_encode_stats()
         snap = self.snapshot(state)
+        if self.health is not None:
+            lost = self._expected_lost()
+            self.health.sample_losses(snap.stamp_ns, lost)
+            snap.streams = self.health.health(snap.stamp_ns, lost, self._cameras_paused)
         self.last_status = snap
         index = self._status_index
         if self._status_encoder is not None and index is not None and not self._disk_failed:
@@ -568,6 +732,8 @@ class Recorder:
                 self._on_auto_stop(self.stop_reason)
 
     def _finish(self) -> None:
+        if self.previews is not None:
+            self.previews.close()
         if self.stage is not None:
             self.stage.close(timeout=30)  # idempotent; after a disk error it was not closed yet
             self._sync_encode_stats()
