@@ -13,6 +13,8 @@ controllers and the test stand-ins keep working:
   returns None) ``task.end`` carries ``quality: null`` (no verdict computed).
 * :class:`HealthSource` ``stream_health()``: without it (or None) every expected
   stream is reported ``unknown``.
+* :class:`PreviewSource` ``camera_preview(topic)``: without it ``preview.get`` answers
+  ``available: false``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 from xsquare_logger.session.health import EpisodeQuality, EpisodeSpan, StreamHealth
 
-__all__ = ["CameraPauser", "EpisodeJudge", "HealthSource"]
+__all__ = ["CameraPauser", "CameraPreview", "EpisodeJudge", "HealthSource", "PreviewSource"]
 
 
 @runtime_checkable
@@ -47,4 +49,31 @@ class HealthSource(Protocol):
     def stream_health(self) -> Sequence[StreamHealth] | None:
         """Each expected stream (config ``health.streams``) as measured now; None when
         the recorder does not measure (then every stream is reported ``unknown``)."""
+        ...
+
+
+class CameraPreview(Protocol):
+    """A camera preview (recording/preview.py ``Preview``): a small JPEG of one frame."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def stamp_ns(self) -> int: ...
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def jpeg(self) -> bytes: ...
+
+
+@runtime_checkable
+class PreviewSource(Protocol):
+    def camera_preview(self, topic: str) -> CameraPreview | None:
+        """Open (or extend) the camera's preview lease; its newest preview, or None when
+        there is none yet (first request), no session records, or the privacy pause is on."""
         ...

@@ -34,11 +34,13 @@ __all__ = [
     "MAX_ID_CHARS",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
+    "UNCACHED_COMMANDS",
     "CommandArgs",
     "ErrorBody",
     "ErrorCode",
     "HelloArgs",
     "MarkArgs",
+    "PreviewGetArgs",
     "PrivacyPauseArgs",
     "PrivacyResumeArgs",
     "ProtocolError",
@@ -199,6 +201,12 @@ class StatusArgs(CommandArgs):
     """``status``: no arguments."""
 
 
+class PreviewGetArgs(CommandArgs):
+    """``preview.get``: the newest preview of one camera (opens its lease)."""
+
+    camera: Name  # a status ``streams`` name whose ``kind`` is ``camera``
+
+
 COMMANDS: dict[str, type[CommandArgs]] = {
     "hello": HelloArgs,
     "session.start": SessionStartArgs,
@@ -210,7 +218,11 @@ COMMANDS: dict[str, type[CommandArgs]] = {
     "privacy.resume": PrivacyResumeArgs,
     "session.stop": SessionStopArgs,
     "status": StatusArgs,
+    "preview.get": PreviewGetArgs,
 }
+#: Read-only commands whose replies are not kept for idempotency (a repeat is harmless,
+#: and a preview reply is large: 10,000 kept would be hundreds of MB).
+UNCACHED_COMMANDS = frozenset({"preview.get"})
 
 _ENVELOPE_FIELDS = frozenset({"v", "id", "cmd", "args"})
 

@@ -34,6 +34,7 @@ Thread-safe: one lock serializes commands, snapshots and ``session_lost``
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -45,11 +46,13 @@ from enum import StrEnum
 from typing import Any
 
 from xsquare_logger.config.model import ALWAYS_REQUIRED, VISIT_ARGS, ExpectedStream, VisitConfig
-from xsquare_logger.link.control import CameraPauser, EpisodeJudge, HealthSource
+from xsquare_logger.link.control import CameraPauser, EpisodeJudge, HealthSource, PreviewSource
 from xsquare_logger.link.protocol import (
     PROTOCOL_VERSION,
+    UNCACHED_COMMANDS,
     ErrorCode,
     MarkArgs,
+    PreviewGetArgs,
     PrivacyPauseArgs,
     PrivacyResumeArgs,
     ProtocolError,
@@ -190,6 +193,8 @@ class VisitStateMachine:
         cache_size: int = 10_000,
         visit: VisitConfig | None = None,
         streams: Sequence[ExpectedStream] = (),
+        preview_interval_s: float = 1.0,
+        preview_lease_s: float = 5.0,
     ) -> None:
         self._controller = controller
         self._robot_id = robot_id
@@ -198,6 +203,9 @@ class VisitStateMachine:
         self._cache_size = cache_size
         self._visit = visit or VisitConfig()
         self._streams = list(streams)
+        self._preview_timing = {
+            "interval_sec": preview_interval_s, "lease_sec": preview_lease_s,
+        }
         self._replies: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._session: _Session | None = None
         self._lost_reason = ""
@@ -215,6 +223,7 @@ class VisitStateMachine:
             "privacy.resume": self._privacy_resume,
             "session.stop": self._session_stop,
             "status": self._status,
+            "preview.get": self._preview_get,
         }
 
     # --- public ---------------------------------------------------------------------
@@ -252,6 +261,8 @@ class VisitStateMachine:
     def handle(self, request: Request, received_ns: int, client: str = "") -> dict[str, Any]:
         """Execute a validated request (or return the stored reply to its id) as a dict."""
         with self._lock:
+            if request.cmd in UNCACHED_COMMANDS:
+                return self._execute(request, received_ns)
             cached = self._replies.get((client, request.id))
             if cached is None:
                 cached = self._remember(client, request.id, self._execute(request, received_ns))
@@ -293,6 +304,8 @@ class VisitStateMachine:
         except ProtocolError as exc:
             reply = error_reply(request_id, exc.code, exc.message)
             return self._remember(client, request_id, reply)
+        if request.cmd in UNCACHED_COMMANDS:
+            return encode(self._execute(request, received_ns))
         return self._remember(client, request_id, self._execute(request, received_ns))
 
     def snapshot(self) -> dict[str, Any]:
@@ -436,6 +449,40 @@ class VisitStateMachine:
 
     def _status(self, request: Request, received_ns: int) -> dict[str, Any]:
         return self.snapshot()
+
+    def _preview_get(self, request: Request, received_ns: int) -> dict[str, Any]:
+        """The newest preview of one camera; read-only (no event, allowed in any state)."""
+        args = request.args
+        assert isinstance(args, PreviewGetArgs)
+        stream = next(
+            (s for s in self._streams if s.name == args.camera and s.kind == "camera"), None
+        )
+        if stream is None:
+            cameras = ", ".join(s.name for s in self._streams if s.kind == "camera")
+            raise _Failed(
+                ErrorCode.BAD_REQUEST,
+                f"args.camera: {args.camera!r} is not a camera stream (cameras: {cameras})",
+            )
+        picture = None
+        paused = self._session is not None and self._session.paused_since is not None
+        if self._session is not None and not paused and isinstance(
+            self._controller, PreviewSource
+        ):
+            try:
+                picture = self._controller.camera_preview(stream.topic)
+            except Exception:  # a preview is a convenience: never an error for the console
+                log.exception("camera_preview(%s) failed", stream.topic)
+        result: dict[str, Any] = {
+            "camera": stream.name, "topic": stream.topic, "available": picture is not None,
+            "stamp_ns": 0, "width": 0, "height": 0, "format": "jpeg", "data_b64": "",
+            **self._preview_timing,
+        }
+        if picture is not None:
+            result.update(
+                stamp_ns=picture.stamp_ns, width=picture.width, height=picture.height,
+                data_b64=base64.b64encode(picture.jpeg).decode("ascii"),
+            )
+        return result
 
     def _session_start(self, request: Request, received_ns: int) -> dict[str, Any]:
         args = request.args

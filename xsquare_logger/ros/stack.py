@@ -25,6 +25,7 @@ from rclpy.signals import SignalHandlerOptions
 
 from xsquare_logger.config.model import LoggerConfig, config_digest
 from xsquare_logger.floor.reporter import load_token
+from xsquare_logger.link.control import CameraPreview
 from xsquare_logger.recording.control import ControllerError, RecordingStatus
 from xsquare_logger.recording.recorder import CURRENT_TASK_TOPIC, TASK_EVENTS_TOPIC
 from xsquare_logger.ros.recorder_node import RecorderNode, install_stop_signals, spin_until_stopped
@@ -138,10 +139,14 @@ class RosSessionController:
         return None if evaluate is None else evaluate(span)
 
     def stream_health(self) -> list[StreamHealth] | None:
+        # Measured now, not at the last status: a stall shows within a status period.
         recorder = self.node.recorder
-        snap = recorder.last_status if recorder is not None else None
-        streams = getattr(snap, "streams", None)
-        return None if streams is None else list(streams)
+        measure = getattr(recorder, "stream_health", None)
+        return None if measure is None else measure()
+
+    def camera_preview(self, topic: str) -> CameraPreview | None:
+        recorder = self.node.recorder
+        return None if recorder is None else recorder.preview(topic)
 
     def stop_session(self, stamp_ns: int) -> str:
         path = str(self.node.session_dir or "")
@@ -268,6 +273,8 @@ def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()
             tasks=config.tablet.tasks,
             visit=config.visit,
             streams=config.health.streams,
+            preview_interval_s=config.health.preview_interval_s,
+            preview_lease_s=config.health.preview_lease_s,
         )
         if hasattr(machine, "session_lost"):
             controller.on_session_lost.append(machine.session_lost)
