@@ -11,7 +11,6 @@ that previews are asked of the robot only when the page asks.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from xsquare_logger.link.keys import KeyStore
 from xsquare_logger.tablet.client import CurveKeys, TabletError, keys_from_files
 from xsquare_logger.tablet.console import ConsoleServer, run_console
 from xsquare_logger.tablet.console.previews import PreviewSource
-from xsquare_logger.tablet.console.wording import OPERATOR_TEXT
+from xsquare_logger.tablet.console.wording import OPERATOR_TEXT, operator_text
 
 
 @dataclass
@@ -111,9 +110,11 @@ def health(**states: str) -> list[dict[str, Any]]:
     for name in HUMANOID:
         nominal = 30.0 if "camera" in name else 500.0
         state = states.get(name.replace(" ", "_"), "ok")
+        kind = "camera" if "camera" in name else ("joints" if name == "joints" else "wrench")
         out.append({
             "name": name,
             "topic": f"/{name.replace(' ', '_')}",
+            "kind": kind,
             "state": state,
             "rate_hz": 0.0 if state in ("stalled", "missing") else nominal,
             "nominal_hz": nominal,
@@ -165,6 +166,19 @@ def test_errors_carry_the_operators_sentence(console: ConsoleServer) -> None:
     from xsquare_logger.link.protocol import ErrorCode
 
     assert {str(c) for c in ErrorCode} <= OPERATOR_TEXT.keys()
+
+
+def test_sentences_depend_on_the_command_not_the_robots_words() -> None:
+    recording = {"state": "recording", "current_task": ""}
+    assert operator_text("INVALID_STATE", "task.end", recording) == (
+        "No task is running, so there is nothing to end.")
+    assert operator_text("INVALID_STATE", "task.end", {"state": "idle"}) == (
+        "Start the visit first.")
+    # Status unknown (robot never heard): the general sentence, not a guess.
+    assert operator_text("INVALID_STATE", "task.end", None) == OPERATOR_TEXT["INVALID_STATE"]
+    assert "cannot pause its cameras" in operator_text("RECORDER_ERROR", "privacy.pause")
+    assert operator_text("RECORDER_ERROR", "task.start") == OPERATOR_TEXT["RECORDER_ERROR"]
+    assert operator_text("SOMETHING_NEW").startswith("Something went wrong.")
 
 
 def test_required_visit_fields_are_asked_and_named(
@@ -286,18 +300,30 @@ def test_previews_are_asked_only_when_asked_and_shared() -> None:
 
 
 def test_a_robot_without_previews_is_said_once(console: ConsoleServer) -> None:
-    """The real robot does not know preview.get yet: the page says so, the console
-    stops asking for a while."""
-    status_code, p = get(console, "api/preview?camera=head%20camera")
-    assert status_code == 200
+    """An older robot answers UNKNOWN_COMMAND: the page says so, the console stops
+    asking for a while; a bad camera name never reaches the robot."""
+
+    class Old(_PreviewRobot):
+        def request(self, cmd: str, args: Any = None, request_id: str | None = None) -> dict:
+            self.asked.append(args["camera"])
+            raise TabletError("UNKNOWN_COMMAND", "unknown command 'preview.get'")
+
+    now = [0.0]
+    old = Old()
+    source = PreviewSource(old, clock=lambda: now[0])
+    p = source.get("head camera")
     assert p["available"] is False and p["error"]["code"] == "PREVIEW_UNSUPPORTED"
-    assert console.backend.previews is not None
-    sent = console.backend.previews.requests_sent
-    time.sleep(0.6)
-    get(console, "api/preview?camera=head%20camera")
-    assert console.backend.previews.requests_sent == sent
+    now[0] += 10.0
+    assert source.get("head camera")["error"]["code"] == "PREVIEW_UNSUPPORTED"
+    assert old.asked == ["head camera"]
+    now[0] += 30.0  # a software update may have brought it
+    source.get("head camera")
+    assert old.asked == ["head camera"] * 2
+
     status_code, bad = get(console, "api/preview?camera=")
     assert status_code == 400 and bad["error"]["code"] == "BAD_REQUEST"
+    assert console.backend.previews is not None
+    assert console.backend.previews.requests_sent == 0
 
 
 def test_tablet_error_type_is_what_previews_catch() -> None:

@@ -13,6 +13,8 @@ controller also offers what issue 11 asks of a recorder, read from files in
 * ``quality.json``: the verdict of the next ``task.end`` (``EpisodeQuality`` fields);
   absent: no verdict (``quality: null``).
 * privacy pause is accepted and logged to ``--events``.
+* camera previews (``preview.get``): a 320x180 JPEG of the asked camera's topic,
+  each call logged to ``--events`` (so a test sees exactly when the robot was asked).
 
 It STANDS IN FOR THE RECORDER (nothing is recorded; every call is a JSON line in
 ``--events``), so the console tests can drive every state the console shows
@@ -28,14 +30,38 @@ import logging
 import signal
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import cv2
+import numpy as np
 
 from support.tablet_robot import ROBOT_ID, JsonlController
 from xsquare_logger.config.model import LoggerConfig, TabletConfig, VisitConfig
 from xsquare_logger.link.server import TabletServer
 from xsquare_logger.link.visit import VisitStateMachine
 from xsquare_logger.session.health import EpisodeQuality, EpisodeSpan, StreamHealth
+
+
+@dataclass(frozen=True)
+class Preview:
+    topic: str
+    stamp_ns: int
+    width: int
+    height: int
+    jpeg: bytes
+
+
+def _jpeg(topic: str) -> bytes:
+    """A 320x180 JPEG whose colour depends on the topic (cameras tell apart)."""
+    frame = np.zeros((180, 320, 3), np.uint8)
+    frame[:] = (sum(topic.encode()) % 200, 90, 160)
+    frame[60:120, 100:220] = 255
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    assert ok
+    return buf.tobytes()
 
 
 class SteeredController(JsonlController):
@@ -66,6 +92,10 @@ class SteeredController(JsonlController):
     def evaluate_episode(self, span: EpisodeSpan) -> EpisodeQuality | None:
         doc = self._read("quality.json")
         return None if doc is None else EpisodeQuality.model_validate(doc)
+
+    def camera_preview(self, topic: str) -> Preview:
+        self._write({"call": "camera_preview", "topic": topic})
+        return Preview(topic, time.time_ns(), 320, 180, _jpeg(topic))
 
     def set_camera_paused(self, paused: bool, stamp_ns: int) -> None:
         self._write({"call": "set_camera_paused", "paused": paused, "stamp_ns": stamp_ns})

@@ -82,6 +82,16 @@ _INVALID_STATE: dict[str, tuple[str, str, str]] = {
     "privacy.resume": (_NO_VISIT, "", ""),
 }
 
+# Codes whose sentence depends on the command alone.
+_BY_COMMAND: dict[tuple[str, str], str] = {
+    ("privacy.pause", "RECORDER_ERROR"): "The robot cannot pause its cameras right now. "
+    "Ask the people present to step out of view, or stop the visit.",
+    ("privacy.resume", "RECORDER_ERROR"): "The robot could not switch its cameras back on. "
+    "Stop the visit and tell support.",
+    ("session.stop", "RECORDER_ERROR"): "The robot could not finish the recording. "
+    "Press Stop visit again; if it fails again, tell support.",
+}
+
 #: How a visit field the robot may require is named on the start form.
 _FIELD_LABELS = {
     "visit_id": "Visit ID",
@@ -115,6 +125,8 @@ def operator_text(
         text = _INVALID_STATE[cmd][phase] if phase is not None else ""
         if text:
             return text
+    if (cmd, code) in _BY_COMMAND:
+        return _BY_COMMAND[(cmd, code)]
     if code == "MISSING_FIELDS":
         names = ", ".join(field_label(m) for m in missing) or "see the form"
         return OPERATOR_TEXT[code].format(fields=names)

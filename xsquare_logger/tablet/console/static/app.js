@@ -288,7 +288,7 @@
     }
     // A camera silent for a privacy pause is no problem.
     const bad = (streamsOf(s) || []).filter((x) => (x.state === "stalled" || x.state === "missing") &&
-      !(s.privacy_paused === true && isCamera(x)));
+      x.paused !== true && !(s.privacy_paused === true && isCamera(x)));
     if (phase === "task" && !bad.length && s.stream_alert) {
       return { level: "red", title: "STREAM STOPPED DURING THE TASK", detail: s.stream_alert + ". End the task, check the sensor, then re-record." };
     }
@@ -416,7 +416,8 @@
       }
       if (el.tiles.children[i] !== tile) el.tiles.insertBefore(tile, el.tiles.children[i] || null);
       // A camera in a privacy pause is silent on purpose: grey, not red.
-      const state = paused && isCamera(st) ? "paused" : (STATE_WORDS[st.state] ? st.state : "unknown");
+      const state = st.paused === true || (paused && isCamera(st))
+        ? "paused" : (STATE_WORDS[st.state] ? st.state : "unknown");
       tile.className = "tile tile-" + state;
       tile.dataset.state = state;
       const word = state === "paused" ? "PAUSED" : (STATE_WORDS[state] || String(st.state || "?").toUpperCase());
