@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from rclpy.serialization import serialize_message
 from test_tools import _h264_stream, write_session
@@ -77,6 +77,13 @@ def _frames(cam: str) -> list[np.ndarray]:
     return [np.roll(base, i, axis=1) for i in range(30)]
 
 
+def _silent(msgs: list[Msg], quiet: tuple[int, int] | None) -> list[Msg]:
+    """Without the messages a recorder would not write in ``quiet`` (receive times, ns)."""
+    if quiet is None:
+        return msgs
+    return [msg for msg in msgs if not quiet[0] <= msg[0] <= quiet[1]]
+
+
 def _camera_msgs(cam: str, kind: str, drop: set[int] | None = None) -> list[Msg]:
     import cv2
     from sensor_msgs.msg import CompressedImage, Image
@@ -112,22 +119,29 @@ def _wrench_msgs(side: str) -> list[Msg]:
 
 
 def build(directory: Path, *, names: list[str] | None = None, drop_head: set[int] | None = None,
-          joint_gap: tuple[int, int] | None = None) -> Path:
+          joint_gap: tuple[int, int] | None = None, tasks: list[TaskEntry] | None = None,
+          cameras_paused: tuple[int, int] | None = None) -> Path:
+    """The session; ``cameras_paused``: a privacy pause (receive times): no camera message
+    was written then, the joints and wrenches go on."""
     names = names or list(HUMANOID_JOINT_NAMES)
+    quiet = cameras_paused
     streams = {
-        "/camera/head/image_raw": ("sensor_msgs/msg/Image", _camera_msgs("head", "raw",
-                                                                          drop_head)),
-        "/camera/left_wrist/image_raw/compressed": ("sensor_msgs/msg/CompressedImage",
-                                                    _camera_msgs("left_wrist", "jpeg")),
-        "/camera/right_wrist/image_raw/h264": ("foxglove_msgs/msg/CompressedVideo",
-                                               _h264_stream("right_wrist", DURATION_S, 0)),
+        "/camera/head/image_raw": ("sensor_msgs/msg/Image",
+                                   _silent(_camera_msgs("head", "raw", drop_head), quiet)),
+        "/camera/left_wrist/image_raw/compressed": (
+            "sensor_msgs/msg/CompressedImage", _silent(_camera_msgs("left_wrist", "jpeg"),
+                                                       quiet)),
+        "/camera/right_wrist/image_raw/h264": (
+            "foxglove_msgs/msg/CompressedVideo",
+            _silent(_h264_stream("right_wrist", DURATION_S, 0), quiet)),
         "/joint_states": ("sensor_msgs/msg/JointState", _joint_msgs(names, 300, joint_gap)),
         "/leader/joint_states": ("sensor_msgs/msg/JointState", _joint_msgs(ARMS, 300)),
         "/gripper/left/wrench": ("geometry_msgs/msg/WrenchStamped", _wrench_msgs("left")),
         "/gripper/right/wrench": ("geometry_msgs/msg/WrenchStamped", _wrench_msgs("right")),
     }
-    tasks = [TaskEntry(episode_index=i, task=t, start_ns=T0 + a * MS, end_ns=T0 + b * MS,
-                       outcome=o, operator=op) for i, t, a, b, o, op in TASKS]
+    if tasks is None:
+        tasks = [TaskEntry(episode_index=i, task=t, start_ns=T0 + a * MS, end_ns=T0 + b * MS,
+                           outcome=o, operator=op) for i, t, a, b, o, op in TASKS]
     write_session(directory, streams, tasks, split_s=3.0)
     return directory
 
@@ -387,6 +401,57 @@ def test_missing_frame_policies(tmp_path: Path, mapping_file: Path) -> None:
     with av.open(str(tmp_path / "hold/videos/observation.images.head/chunk-000/file-000.mp4")
                  ) as c:
         assert sum(1 for _ in c.decode(video=0)) == len(hold)
+
+
+def test_window_and_privacy_pause(tmp_path: Path, mapping_file: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Cut to the window (pre/post-roll), taps kept as provenance; a privacy pause splits
+    the episode and none of its camera frames is exported, under the default `drop`."""
+    pause = (T0 + 1_800 * MS, T0 + 2_000 * MS)
+    task = TaskEntry(episode_index=0, task="fold towel", start_ns=T0 + 1_300 * MS,
+                     end_ns=T0 + 3_000 * MS, outcome="success", operator="ana",
+                     window_start_ns=T0 + 900 * MS, window_end_ns=T0 + 3_400 * MS,
+                     privacy_paused=[pause])
+    src = build(tmp_path / "x2-sim_20250615T000000Z_dddddd", tasks=[task],
+                cameras_paused=pause)
+    out = tmp_path / "ds"
+    code = xsq_main(["export", "lerobot", str(out), str(src), "--mapping", str(mapping_file),
+                     "--workers", "1"])
+    assert code == 0
+    report = capsys.readouterr().out
+    assert "2 episodes written (from 1 source episodes)" in report
+    assert "privacy-paused 0.20 s cut (1 range(s)): split there" in report
+    eps, data = _episodes(out), _data(out)
+    assert [(e["source/episode_index"], e["source/part"]) for e in eps] == [(0, 0), (0, 1)]
+    for e in eps:
+        assert (e["source/tap_start_ns"], e["source/tap_end_ns"]) == (task.start_ns,
+                                                                      task.end_ns)
+        assert (e["source/window_start_ns"], e["source/window_end_ns"]) == (
+            task.window_start_ns, task.window_end_ns)
+    # The pre-roll reaches back to the keyframe at 1.0 s, before the tap at 1.3 s; the
+    # post-roll past the tap at 3.0 s.
+    assert eps[0]["source/start_ns"] == T0 + NS < task.start_ns
+    assert eps[1]["source/end_ns"] > task.end_ns
+    # Nothing captured in the pause: the frame stamped 2.0 s (written just after the
+    # resume) is not used either, so the part after it starts at the next keyframe.
+    times = [r["capture_time_ns"] for r in data]
+    assert not [t for t in times if pause[0] <= t <= pause[1]]
+    assert max(t for t in times if t < pause[0]) < pause[0]
+    assert eps[1]["source/start_ns"] == T0 + 3 * NS
+    assert [e["length"] for e in eps] == [24, 12]
+    assert not any(r["held"] for r in data)
+    for key in ("observation.images.head", "observation.images.left_wrist",
+                "observation.images.right_wrist"):
+        with av.open(str(out / f"videos/{key}/chunk-000/file-000.mp4")) as c:
+            assert sum(1 for _ in c.decode(video=0)) == len(data), key
+    assert all("observation.images.right_wrist" in e["source/remuxed"] for e in eps)
+
+    # The other policy: the episode is dropped, with the reason in the report.
+    drop = tmp_path / "drop.yaml"
+    drop.write_text(mapping_file.read_text() + "privacy: drop\n")
+    s = run_export(tmp_path / "dropped", [str(src)], load_mapping(drop), EpisodeFilter(), 1)
+    assert s.written == 0
+    assert s.skipped == [(src.name, 0, "privacy-paused 1 time(s) (privacy: drop)")]
 
 
 def test_different_joint_names_refused(tmp_path: Path, mapping_file: Path,

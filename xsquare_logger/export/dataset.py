@@ -324,6 +324,9 @@ class DatasetWriter:
             "source/episode_index": result.episode_index, "source/part": part.part,
             "source/operator": result.operator, "source/outcome": result.outcome or "",
             "source/start_ns": part.start_ns, "source/end_ns": part.end_ns,
+            "source/window_start_ns": result.window_start_ns,
+            "source/window_end_ns": result.window_end_ns,
+            "source/tap_start_ns": result.tap_start_ns, "source/tap_end_ns": result.tap_end_ns,
             "source/remuxed": sorted(k for k, v in part.remuxed.items() if v),
             "source/notes": result.notes,
         })

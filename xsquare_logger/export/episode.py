@@ -5,6 +5,12 @@
 returns an :class:`EpisodeResult` naming the files it made. Job and result are plain
 picklable data, so a local process pool (and later Ray tasks) run it unchanged.
 
+The episode is cut to its window (the taps widened by the pre/post-roll, session.json's
+``window_start_ns``/``window_end_ns``; the taps in older sessions). Its privacy-paused
+ranges split it: camera frames captured or recorded inside one are never used, and each run
+between pauses is aligned (grid, keyframe start, missing-frame policy) on its own, so no
+slot ever fills a paused range (``privacy: drop`` in the mapping skips the episode instead).
+
 Two passes over the episode's chunks: the first reads every non-camera sample, the camera
 frame times (header stamps: the capture times) and the H.264 frames (small); the second,
 only for raw and JPEG cameras, decodes the frames the plan needs and encodes them.
@@ -37,8 +43,8 @@ from xsquare_logger.export.source import SessionSource, iter_messages, open_sour
 from xsquare_logger.export.video import EncodeWriter, RemuxWriter, decode_h264
 from xsquare_logger.session.manifest import TaskEntry
 
-__all__ = ["EpisodeJob", "EpisodeResult", "PartResult", "export_episode", "image_stats",
-           "is_discarded"]
+__all__ = ["EpisodeJob", "EpisodeResult", "PartResult", "episode_range", "export_episode",
+           "image_stats", "is_discarded", "paused_ranges"]
 
 _NS = 1_000_000_000
 _MS = 1_000_000
@@ -93,6 +99,11 @@ class EpisodeResult:
     missing: dict[str, int] = field(default_factory=dict)
     requests: int = 0  # network requests made reading this episode (0 from a local session)
     bytes_fetched: int = 0  # bytes they fetched (session.json, summaries, chunks)
+    # The operator's taps and the range cut (the window with pre/post-roll, else the taps).
+    tap_start_ns: int = 0
+    tap_end_ns: int = 0
+    window_start_ns: int = 0
+    window_end_ns: int = 0
 
     @property
     def frames(self) -> int:
@@ -105,10 +116,13 @@ class _Camera:
     topic: str
     kind: str  # raw / jpeg / h264
     stamps: list[int] = field(default_factory=list)
+    log_times: list[int] = field(default_factory=list)
     h264: list[bytes] = field(default_factory=list)
     keyframe: list[bool] = field(default_factory=list)
     order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     sorted_t: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # Frames (in sorted order) captured or recorded inside a privacy pause: never exported.
+    private: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 @dataclass
@@ -165,6 +179,7 @@ def _first_pass(job: EpisodeJob, source: SessionSource, cams: dict[str, _Camera]
                 if not start <= log_time <= end:
                     continue
                 cam.stamps.append(stamp_ns(data) or log_time)
+                cam.log_times.append(log_time)
                 if cam.kind == "h264":
                     frame = bytes(compressed_video_data(data))
                     cam.h264.append(frame)
@@ -260,39 +275,71 @@ def export_episode(job: EpisodeJob) -> EpisodeResult:
     if recorded is not None and is_discarded(recorded):
         result.skipped = "discarded"
     else:
-        _export(job, source, result)
+        # Window and privacy pauses are the session's (a catalog row may not carry them).
+        _export(job, source, result, recorded or task)
     result.requests = source.total_requests
     result.bytes_fetched = source.total_bytes_fetched
     return result
 
 
-def _export(job: EpisodeJob, source: SessionSource, result: EpisodeResult) -> EpisodeResult:
-    m = job.mapping
-    task = job.task
-    manifest = source.manifest
-    start = task.start_ns
-    end = task.end_ns if task.end_ns is not None else max(f.end_ns for f in source.files)
-    cams = _cameras(source, m)
-    signals = _first_pass(job, source, cams, start, end)
+def episode_range(task: TaskEntry, recording_end_ns: int) -> tuple[int, int]:
+    """The time range an episode is cut to: its window (the taps widened by the configured
+    pre/post-roll) when session.json has one, else the taps (an open episode: up to the end
+    of the recording)."""
+    start = task.window_start_ns if task.window_start_ns is not None else task.start_ns
+    end = task.window_end_ns if task.window_end_ns is not None else task.end_ns
+    return start, end if end is not None else recording_end_ns
+
+
+def paused_ranges(task: TaskEntry, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+    """The task's privacy-paused ranges clipped to ``[start_ns, end_ns]``, sorted, merged."""
+    spans = sorted((max(a, start_ns), min(b, end_ns)) for a, b in task.privacy_paused
+                   if a <= end_ns and b >= start_ns and a <= b)
+    merged: list[tuple[int, int]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _inside(t: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    out = np.zeros(len(t), bool)
+    for a, b in spans:
+        out |= (t >= a) & (t <= b)
+    return out
+
+
+@dataclass
+class _Run:
+    """The aligned slots between two privacy pauses (the whole episode if none)."""
+
+    slot_t: np.ndarray
+    frame_of: dict[str, np.ndarray]  # camera key -> sorted frame index per slot (-1: none)
+    values: dict[str, np.ndarray]
+    plan: align.Plan
+
+
+def _align_run(m: ExportMapping, cams: dict[str, _Camera], signals: dict[str, _Signal],
+               lo: int, hi: int, after_pause: bool, notes: list[str]) -> _Run | None:
+    """Align the grid camera's frames with capture times in ``(lo, hi)``, skipping private
+    frames; apply the keyframe start and the missing-frame policy. None: nothing usable."""
     tol = round(m.tolerance_ms * _MS)
     period = _NS / m.fps
-    for cam in cams.values():
-        t = np.asarray(cam.stamps, np.int64)
-        cam.order = np.argsort(t, kind="stable")
-        cam.sorted_t = t[cam.order]
     grid = cams[next(iter(cams))]
-    if len(grid.sorted_t) > 2:
-        rate = _NS / float(np.median(np.diff(grid.sorted_t)))
-        if abs(rate - m.fps) > 0.1 * m.fps:
-            raise ExportError(f"session {manifest.session_id}: camera {grid.key} runs at "
-                              f"{rate:.1f} Hz but the mapping's fps is {m.fps}: set fps")
-    slot_t, slot_frame = align.grid_slots(grid.sorted_t, m.fps)
+    mine = np.flatnonzero((grid.sorted_t > lo) & (grid.sorted_t < hi) & ~grid.private)
+    slot_t, rel = align.grid_slots(grid.sorted_t[mine], m.fps)
+    slot_frame = np.where(rel >= 0, mine[np.clip(rel, 0, None)], -1) if len(mine) else rel
     ok: dict[str, np.ndarray] = {grid.key: slot_frame >= 0}
     frame_of: dict[str, np.ndarray] = {grid.key: slot_frame}
     cam_tol = min(tol, int(period / 2))
     for cam in list(cams.values())[1:]:
-        frame_of[cam.key] = align.match(cam.sorted_t, slot_t, cam_tol)
-        ok[cam.key] = frame_of[cam.key] >= 0
+        idx = align.match(cam.sorted_t, slot_t, cam_tol)
+        # A private frame is never used, not even as the nearest one to a slot outside.
+        idx[(idx >= 0) & cam.private[np.clip(idx, 0, None)]] = -1
+        frame_of[cam.key] = idx
+        ok[cam.key] = idx >= 0
     values: dict[str, np.ndarray] = {}
     for key, sig in signals.items():
         t = np.asarray(sig.times, np.int64)
@@ -301,7 +348,6 @@ def _export(job: EpisodeJob, source: SessionSource, result: EpisodeResult) -> Ep
         values[key], ok[key] = align.sample(t[order], vals, slot_t, m.interpolation, tol)
 
     # H.264 cameras: start where every one of them is at a keyframe, so each is a remux.
-    notes: list[str] = []
     h264 = [c for c in cams.values() if c.kind == "h264"]
     first = 0
     if h264 and len(slot_t):
@@ -313,19 +359,80 @@ def _export(job: EpisodeJob, source: SessionSource, result: EpisodeResult) -> Ep
         if at_key.any():
             first = int(np.argmax(at_key))
             if first:
-                notes.append(f"started {first} frames in, at the first keyframe")
-    slot_t, slot_frame = slot_t[first:], slot_frame[first:]
+                where = "after the privacy pause " if after_pause else ""
+                notes.append(f"started {first} frames {where}in, at the first keyframe")
+        elif after_pause:
+            # The frames before the pause are not there to decode from: nothing to start at.
+            notes.append(f"{len(slot_t)} frames after the privacy pause cut: no keyframe")
+            return None
+    slot_t = slot_t[first:]
     ok = {k: v[first:] for k, v in ok.items()}
     frame_of = {k: v[first:] for k, v in frame_of.items()}
     values = {k: v[first:] for k, v in values.items()}
+    if not len(slot_t):
+        return None
+    return _Run(slot_t, frame_of, values, align.plan(ok, m.missing, m.min_frames))
 
-    plan = align.plan(ok, m.missing, m.min_frames)
-    result.missing = plan.missing
-    if plan.reason:
-        notes.append(plan.reason)
-    result.notes = "; ".join(notes)
-    if not plan.segments:
-        result.skipped = plan.reason or "no frames"
+
+def _export(job: EpisodeJob, source: SessionSource, result: EpisodeResult, task: TaskEntry
+            ) -> EpisodeResult:
+    m = job.mapping
+    manifest = source.manifest
+    start, end = episode_range(task, max(f.end_ns for f in source.files))
+    paused = paused_ranges(task, start, end)
+    result.tap_start_ns = task.start_ns
+    result.tap_end_ns = task.end_ns if task.end_ns is not None else end
+    result.window_start_ns, result.window_end_ns = start, end
+    if paused and m.privacy == "drop":
+        result.skipped = f"privacy-paused {len(paused)} time(s) (privacy: drop)"
+        return result
+    cams = _cameras(source, m)
+    signals = _first_pass(job, source, cams, start, end)
+    for cam in cams.values():
+        t = np.asarray(cam.stamps, np.int64)
+        cam.order = np.argsort(t, kind="stable")
+        cam.sorted_t = t[cam.order]
+        recorded = np.asarray(cam.log_times, np.int64)[cam.order]
+        # Captured or recorded inside a pause (a frame in flight when the pause began).
+        cam.private = _inside(cam.sorted_t, paused) | _inside(recorded, paused)
+    grid = cams[next(iter(cams))]
+    public_t = grid.sorted_t[~grid.private]
+    if len(public_t) > 2:
+        rate = _NS / float(np.median(np.diff(public_t)))
+        if abs(rate - m.fps) > 0.1 * m.fps:
+            raise ExportError(f"session {manifest.session_id}: camera {grid.key} runs at "
+                              f"{rate:.1f} Hz but the mapping's fps is {m.fps}: set fps")
+
+    # The privacy pauses cut the episode into runs; each is aligned on its own, so no slot
+    # (and no held frame) ever fills a paused range.
+    notes: list[str] = []
+    bounds = [-(2**63), *(x for a, b in paused for x in (a, b)), 2**63 - 1]
+    runs: list[_Run] = []
+    for r in range(len(paused) + 1):
+        run = _align_run(m, cams, signals, bounds[2 * r], bounds[2 * r + 1], r > 0, notes)
+        if run is not None:
+            runs.append(run)
+    if paused:
+        cut = sum(b - a for a, b in paused) / _NS
+        notes.append(f"privacy-paused {cut:.2f} s cut ({len(paused)} range(s)): split there")
+    missing: dict[str, int] = {}
+    for run in runs:
+        for k, n in run.plan.missing.items():
+            missing[k] = missing.get(k, 0) + n
+    result.missing = missing
+    for run in runs:
+        if run.plan.reason:
+            notes.append(run.plan.reason)
+    if m.missing == "drop" and any(run.plan.missing for run in runs):
+        # The policy drops the whole source episode, whatever run lacks the input.
+        result.notes = "; ".join(dict.fromkeys(notes))
+        result.skipped = next(run.plan.reason for run in runs if run.plan.missing)
+        return result
+    pieces = [(run, seg) for run in runs for seg in run.plan.segments]
+    result.notes = "; ".join(dict.fromkeys(notes))
+    if not pieces:
+        result.skipped = "; ".join(run.plan.reason for run in runs if run.plan.reason) or \
+            "no frames"
         return result
 
     staging = Path(job.staging)
@@ -333,7 +440,8 @@ def _export(job: EpisodeJob, source: SessionSource, result: EpisodeResult) -> Ep
     encoded: dict[str, dict[int, list[tuple[int, int]]]] = {}  # key -> msg idx -> (part, pos)
     writers: dict[tuple[int, str], Any] = {}
     samples: dict[tuple[int, str], list[np.ndarray]] = {}
-    for p, seg in enumerate(plan.segments):
+    for p, (run, seg) in enumerate(pieces):
+        plan, slot_t, values, frame_of = run.plan, run.slot_t, run.values, run.frame_of
         sl = slice(seg.lo, seg.hi)
         stem = f"job{job.job_id:06d}-part{p}"
         cols: dict[str, pa.Array] = {}

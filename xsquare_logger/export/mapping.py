@@ -73,6 +73,10 @@ class ExportMapping(_Strict):
                                 "the samples used for it (joints, wrenches, other cameras).")
     missing: Literal["drop", "split", "hold"] = "drop"
     min_frames: int = Field(2, ge=2, description="Shorter episodes (or split parts) are skipped.")
+    privacy: Literal["split", "drop"] = Field(
+        "split", description="An episode with privacy-paused ranges: split there (the runs "
+        "between pauses become parts), or drop it. Camera frames of a paused range are never "
+        "exported either way.")
     video_codec: Literal["auto", "av1", "h264"] = Field(
         "auto", description="Codec for cameras that must be encoded (raw, JPEG); auto: AV1 if "
         "the installed PyAV can encode it, else H.264. H.264 cameras are remuxed.")
