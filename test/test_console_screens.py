@@ -2,9 +2,7 @@
 
 Against the real link in its own process (``support.console_robot``: real
 TabletServer and visit state machine over CURVE, a recorder stand-in whose stream
-health and episode verdicts the test steers), except the camera previews, which the
-protocol does not define yet (/tmp/console_needs.md): those are served to a real
-console by a stand-in robot in this process.
+health, episode verdicts and camera previews the test steers and sees asked for).
 
 Screenshots at 1280x800 (landscape) and 800x1280 (a 10-inch tablet upright) are
 checked, not only saved: layout facts from the DOM (one column in portrait, no
@@ -14,7 +12,6 @@ horizontal scroll, every tile on screen, touch targets) and pixels of the image
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,8 +42,8 @@ from test_console_visit import (
     start_steered_robot,
 )
 
-from xsquare_logger.tablet.console import ConsoleBackend, ConsoleServer
-from xsquare_logger.tablet.console.previews import PreviewSource
+from xsquare_logger.config.model import LoggerConfig
+from xsquare_logger.tablet.console import ConsoleServer
 from xsquare_logger.tablet.console.wording import OPERATOR_TEXT
 
 __all__ = ["browser"]  # the fixture, imported for pytest
@@ -361,54 +358,28 @@ def test_visit_with_verdicts_rerecord_marks_and_privacy(
 # --- camera previews: asked for only while the page is open -------------------------------------
 
 
-def _jpeg(width: int = 320, height: int = 180) -> str:
-    y, x = np.mgrid[0:height, 0:width]
-    frame = np.dstack([(x * 255 // width), (y * 255 // height), np.full_like(x, 90)])
-    ok, buf = cv2.imencode(".jpg", frame.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 60])
-    assert ok
-    return base64.b64encode(buf.tobytes()).decode()
-
-
-class _PreviewRobot:
-    """Answers preview.get as /tmp/console_needs.md defines it; counts the asks."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-        self.last_reply: Any = None
-        self.data = _jpeg()
-
-    def request(self, cmd: str, args: Any = None, request_id: str | None = None) -> dict:
-        assert cmd == "preview.get", cmd
-        self.asked.append(args["camera"])
-        now = time.time_ns()
-        self.last_reply = type("R", (), {"robot_time_ns": now})()
-        return {"camera": args["camera"], "available": True, "stamp_ns": now,
-                "width": 320, "height": 180, "format": "jpeg", "data_b64": self.data}
-
-    def close(self) -> None:
-        pass
-
-    def recv(self, timeout: float | None = None) -> None:
-        time.sleep(timeout or 0)
-
-
-def test_previews_show_while_open_and_stop_when_closed(browser: WebDriver) -> None:
-    robot = _PreviewRobot()
-    backend = ConsoleBackend(
-        robot, _PreviewRobot, tasks=["fold towel"], stale_after=3600,
-        previews=PreviewSource(robot),
-    )
-    server = ConsoleServer(("127.0.0.1", 0), backend).start()
+def test_previews_through_the_link_only_while_the_page_is_open(
+    browser: WebDriver, robot: SteeredRobot
+) -> None:
+    robot.set_health(health())
+    console = console_for(robot)
     try:
-        backend.update_status({
-            "v": 1, "type": "status", "state": "recording", "session_id": "s-1",
-            "recording": True, "elapsed_sec": 5.0,
-            "streams": health(),
-        })
+        api(console, "session.start", **VISIT, site="flat 3", metadata={"robot_serial": "HX-1"})
+        wait_until_status = time.monotonic() + 10
+        while console.backend.status()["state"] != "recording":
+            assert time.monotonic() < wait_until_status, "no recording status"
+            time.sleep(0.1)
+
+        def asks() -> list[str]:
+            return [c["topic"] for c in robot.calls() if c["call"] == "camera_preview"]
+
+        # A recording visit and a console, but no page: the robot makes no preview.
+        time.sleep(1.0)
+        assert asks() == []
+
         d = browser
         viewport(d, 1280, 800)
-        d.get(server.url)
-        cams = [n for n in HUMANOID if "camera" in n]
+        d.get(console.url)
         wait_for(d, lambda d: len(d.find_elements(
             By.CSS_SELECTOR, '[data-testid="preview"][data-available="true"]')) == 3,
             "three previews")
@@ -416,15 +387,16 @@ def test_previews_show_while_open_and_stop_when_closed(browser: WebDriver) -> No
             "return [...document.querySelectorAll('[data-testid=preview] img')]"
             ".map(i => [i.closest('figure').dataset.camera, i.naturalWidth, i.naturalHeight,"
             " i.getBoundingClientRect().width])")
-        assert [s[0] for s in shown] == cams
+        assert [s[0] for s in shown] == [n for n in HUMANOID if "camera" in n]
         assert all(s[1:3] == [320, 180] and 0 < s[3] <= 320 for s in shown), shown
-        assert set(robot.asked) == set(cams)
+        topics = {s.topic for s in LoggerConfig().health.streams if s.kind == "camera"}
+        assert set(asks()) == topics
 
-        # The page goes away: the console asks the robot nothing more.
+        # The page goes away: the robot is asked nothing more.
         d.get("about:blank")
-        time.sleep(0.5)  # a request already under way may still land
-        before = len(robot.asked)
+        time.sleep(1.0)  # a request already under way may still land
+        before = len(asks())
         time.sleep(2.5)
-        assert len(robot.asked) == before
+        assert len(asks()) == before
     finally:
-        server.close()
+        console.close()
