@@ -152,13 +152,42 @@ def test_bad_input_is_a_one_line_4xx(floor: Any) -> None:
     assert r.status_code == 404 and r.json() == {"detail": "no session 'nope'"}
 
 
+def test_session_id_outside_the_robots_namespace_is_refused(floor: Any) -> None:
+    # Session ids are <robot_id>_<stamp>_<hex> (recording/recorder.py): a robot that PUTs an
+    # id of another robot's namespace would squat it (the real robot's report then a 409).
+    client, _, tok = floor
+    for sid in ("r2_0001", "other"):
+        body = _session("r1", 1)
+        body["manifest"]["session_id"] = sid
+        r = client.put(f"{P}/robots/r1/sessions/{sid}", json=body, headers=_auth(tok["r1"]))
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == (f"session id {sid!r}: not in robot 'r1''s namespace "
+                                      "(its session ids start with 'r1_')")
+    assert client.get(f"{P}/sessions", headers=_auth(tok["reader"])).json()["items"] == []
+    # The real robot's report is then taken.
+    r = client.put(f"{P}/robots/r2/sessions/r2_0001", json=_session("r2", 1),
+                   headers=_auth(tok["r2"]))
+    assert r.status_code == 201
+
+
 def test_session_of_another_robot_conflicts(floor: Any) -> None:
+    # Robot ids may contain '_': r1 catalogued r1_x_0001 before a robot r1_x existed. Once
+    # r1_x is registered the id is in r1_x's (longer) namespace: r1 may no longer write it,
+    # and r1_x's own report of it contradicts the catalog (409, nothing changed).
     client, catalog, tok = floor
-    catalog.ingest_session(make_report("r2", 1))  # e.g. found by sync
-    body = _session("r2", 1)
-    body["manifest"]["robot_id"] = "r1"
-    r = client.put(f"{P}/robots/r1/sessions/r2_0001", json=body, headers=_auth(tok["r1"]))
-    assert r.status_code == 409 and "belongs to robot 'r2'" in r.json()["detail"]
+    body = _session("r1", 1)
+    body["manifest"]["session_id"] = "r1_x_0001"
+    url = f"{P}/robots/r1/sessions/r1_x_0001"
+    assert client.put(url, json=body, headers=_auth(tok["r1"])).status_code == 201
+    token = catalog.add_robot("r1_x")
+    r = client.put(url, json=body, headers=_auth(tok["r1"]))
+    assert r.status_code == 422 and "namespace of robot 'r1_x'" in r.json()["detail"]
+    theirs = _session("r1_x", 1)
+    theirs["manifest"]["session_id"] = "r1_x_0001"
+    r = client.put(f"{P}/robots/r1_x/sessions/r1_x_0001", json=theirs, headers=_auth(token))
+    assert r.status_code == 409 and "belongs to robot 'r1'" in r.json()["detail"]
+    detail = client.get(f"{P}/sessions/r1_x_0001", headers=_auth(tok["reader"])).json()
+    assert detail["robot_id"] == "r1"
 
 
 def test_episode_filters_and_pages(floor_any: Any) -> None:

@@ -19,9 +19,11 @@ from sqlalchemy import event
 
 from xsquare_logger.floor.catalog import (
     Catalog,
+    CatalogConflict,
     CatalogError,
     EpisodeFilter,
     Principal,
+    SessionIdRefused,
     parse_time_ns,
 )
 from xsquare_logger.floor.catalog.db import HEAD, MIGRATIONS, current_revision
@@ -46,9 +48,10 @@ def make_report(
     upload_state: str = "pending",
     remote: str = "",
     lost: dict[str, int] | None = None,
+    session_id: str | None = None,
 ) -> SessionReport:
     """Session ``n`` of ``robot``: one episode per (task, outcome), 10 s each, 1 s apart."""
-    sid = f"{robot}_{n:04d}"
+    sid = session_id or f"{robot}_{n:04d}"
     tasks = tasks if tasks is not None else [("fold towel", "success"), ("pick cup", "failure")]
     entries = []
     for i, (task, outcome) in enumerate(tasks):
@@ -179,11 +182,21 @@ def test_ingest_is_idempotent_and_upload_state_moves_forward(catalog: Catalog) -
 
 
 def test_session_of_another_robot_is_refused(catalog: Catalog) -> None:
-    catalog.ingest_session(make_report("r1", 1))
     other = make_report("r1", 1).model_dump(mode="json")
     other["manifest"]["robot_id"] = "r2"
-    with pytest.raises(CatalogError, match="belongs to robot 'r1'"):
+    with pytest.raises(SessionIdRefused, match="not in robot 'r2''s namespace"):
         catalog.ingest_session(SessionReport.model_validate(other))
+    # Robot ids may contain '_': the longest registered prefix owns an id, and an id
+    # catalogued before that robot was registered stays with its first robot (409).
+    catalog.add_robot("r1")
+    catalog.ingest_session(make_report("r1", 1, session_id="r1_x_0001"))
+    catalog.add_robot("r1_x")
+    with pytest.raises(SessionIdRefused, match="namespace of robot 'r1_x'"):
+        catalog.ingest_session(make_report("r1", 1, session_id="r1_x_0002"))
+    with pytest.raises(CatalogConflict, match="belongs to robot 'r1'"):
+        catalog.ingest_session(make_report("r1_x", 1, session_id="r1_x_0001"))
+    catalog.ingest_session(make_report("r1_x", 2, session_id="r1_x_0002"))
+    assert catalog.sessions().items[-1].robot_id == "r1_x"
 
 
 def test_episode_lost_per_stream_and_old_sessions_without_it(catalog: Catalog) -> None:

@@ -300,13 +300,12 @@ def test_dashboard_shows_100_robots_flags_and_finds_episodes(
         assert not fleet.errors, fleet.errors[:3]
 
     # Sessions with episodes, PUT as a robot's reporter sends them.
+    s1, s2 = "robot-001_20260528T120000Z_0a1b2c", "robot-002_20260528T120000Z_3d4e5f"
     sessions = {
-        ("robot-001", "robot-001-s1", "op12"): [("fold towel", "success")] * 55
+        ("robot-001", s1, "op12"): [("fold towel", "success")] * 55
         + [("fold towel", "failure"), ("pour water", "success")],
-        ("robot-002", "robot-002-s1", "op7"): [("pour water", "failure"),
-                                                ("fold towel", "success"),
-                                                ("fold towel", "aborted"),
-                                                ("fold towel", "success")],
+        ("robot-002", s2, "op7"): [("pour water", "failure"), ("fold towel", "success"),
+                                   ("fold towel", "aborted"), ("fold towel", "success")],
     }
     expected = set()
     for (robot, session, operator), episodes in sessions.items():
@@ -320,7 +319,7 @@ def test_dashboard_shows_100_robots_flags_and_finds_episodes(
     assert set(rows) == expected
     rows = search(browser, task="fold towel", outcome="success", operator="op7",
                   robot="robot-002")
-    assert set(rows) == {("robot-002", "robot-002-s1", 1), ("robot-002", "robot-002-s1", 3)}
+    assert set(rows) == {("robot-002", s2, 1), ("robot-002", s2, 3)}
 
     # Today's totals come from the summary (polled every ~5 s): 55 + 1 + 2 successes.
     wait(browser, "today's totals", lambda d: "success 58" in d.find_element(

@@ -482,8 +482,10 @@ def check_tokens(floor: FloorProc, robots: dict[str, Robot], reader: str) -> Non
     assert http("PUT", f"{api}/robots/r3/sessions/{r3.session_id}", r1.token,
                 report).status == 403
     stolen = dict(report, manifest=dict(theirs, robot_id="r1"))
-    conflict = http("PUT", f"{api}/robots/r1/sessions/{r3.session_id}", r1.token, stolen)
-    assert conflict.status == 409, conflict.body
+    # ... nor take another robot's session id as its own (ids are <robot_id>_...).
+    squat = http("PUT", f"{api}/robots/r1/sessions/{r3.session_id}", r1.token, stolen)
+    assert squat.status == 422, squat.body
+    assert "not in robot 'r1''s namespace" in squat.json()["detail"]
     after = http("GET", f"{api}/sessions/{r3.session_id}", reader).json()
     assert after["robot_id"] == "r3"
     assert after["remote"].startswith(f"s3://{BUCKET}/{PREFIX}/r3/")

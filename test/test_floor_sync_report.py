@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from support.sample import make_session
 
 pytest.importorskip("xsquare_logger.floor.catalog", reason="the floor extra is not installed")
@@ -41,8 +42,6 @@ def test_robot_report_and_sync_catalogue_a_session_identically(tmp_path: Path) -
 def test_a_conflicting_marker_is_a_problem_line_and_sync_goes_on(tmp_path: Path) -> None:
     """A session id catalogued for another robot (a robot reported someone else's id)
     must not stop sync at that marker: the others are still added, the conflict is shown."""
-    from xsquare_logger.floor.protocol import SessionReport
-
     depot = tmp_path / "depot"
     ids = []
     for seed, robot in enumerate(("r1", "r2")):
@@ -50,9 +49,12 @@ def test_a_conflicting_marker_is_a_problem_line_and_sync_goes_on(tmp_path: Path)
         shutil.copytree(session, depot / robot / "2026-05-28" / session.name)
         ids.append(session.name)
     with Catalog(f"sqlite:///{tmp_path}/c.db") as catalog:
-        squatted = build_session_report(tmp_path / "data" / ids[0])
-        theirs = squatted.manifest.model_copy(update={"robot_id": "r9"})
-        catalog.ingest_session(SessionReport(manifest=theirs))
+        # The catalog refuses a squatted id now (session_id_prefix), but a catalog from
+        # before that rule may hold one: r1's id catalogued for r9.
+        catalog.ingest_session(build_session_report(tmp_path / "data" / ids[0]))
+        with catalog.engine.begin() as conn:
+            conn.execute(text("UPDATE sessions SET robot_id = 'r9' WHERE session_id = :s"),
+                         {"s": ids[0]})
         result = sync(catalog, open_destination(f"file://{depot}"))
         assert (result.markers, result.added, result.updated) == (2, 1, 0)
         assert len(result.problems) == 1 and ids[0] in result.problems[0]
@@ -62,3 +64,28 @@ def test_a_conflicting_marker_is_a_problem_line_and_sync_goes_on(tmp_path: Path)
         assert two is not None and two.upload_state == "verified"
         one = catalog.session(ids[0])
         assert one is not None and one.robot_id == "r9"  # the catalog is not silently changed
+
+
+def test_a_marker_outside_its_robots_namespace_is_refused_and_sync_goes_on(
+        tmp_path: Path) -> None:
+    """A session.json whose id is not its robot's (``<robot_id>_...``, the recorder's one
+    generator) would squat another robot's id: refused like a robot's own report."""
+    import json
+
+    depot = tmp_path / "depot"
+    ids = []
+    for seed, robot in enumerate(("r1", "r2")):
+        session = make_session(tmp_path / "data", robot, 50_000, seed=seed)
+        shutil.copytree(session, depot / robot / "2026-05-28" / session.name)
+        ids.append(session.name)
+    marker = depot / "r2" / "2026-05-28" / ids[1] / "session.json"
+    doc = json.loads(marker.read_text())
+    doc["robot_id"] = "r9"
+    marker.write_text(json.dumps(doc))
+    with Catalog(f"sqlite:///{tmp_path}/c.db") as catalog:
+        result = sync(catalog, open_destination(f"file://{depot}"))
+        assert (result.markers, result.added, result.refused) == (2, 1, 1)
+        assert len(result.problems) == 1 and ids[1] in result.problems[0]
+        assert "not in robot 'r9''s namespace" in result.problems[0]
+        assert result.line() == "2 sessions in the bucket: 1 added, 0 updated, 1 refused"
+        assert catalog.session(ids[1]) is None and catalog.session(ids[0]) is not None

@@ -36,6 +36,7 @@ __all__ = [
     "StreamCounts",
     "UploadState",
     "session_bytes",
+    "session_id_prefix",
 ]
 
 #: Every resource lives below this path (the version is in the path, not a header).
@@ -85,6 +86,14 @@ def session_bytes(manifest: SessionManifest) -> int:
     session.json: a session gets the same number whichever way it reached the catalog.
     """
     return sum(f.size for f in manifest.files)
+
+
+def session_id_prefix(robot_id: str) -> str:
+    """What every session id of ``robot_id`` starts with: ids are
+    ``<robot_id>_<UTC stamp>_<hex>`` (recording/recorder.py ``make_session_id``, the one
+    generator). The floor keeps each robot to its own namespace, so no robot can take
+    (squat) an id another robot will report."""
+    return f"{robot_id}_"
 
 
 class SessionReport(_Wire):

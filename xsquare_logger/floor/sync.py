@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from xsquare_logger.config.upload import S3Config, UploadConfig
-from xsquare_logger.floor.catalog import Catalog, CatalogConflict
+from xsquare_logger.floor.catalog import Catalog, CatalogConflict, SessionIdRefused
 from xsquare_logger.floor.catalog.core import UPLOAD_RANK
 from xsquare_logger.floor.protocol import SessionReport, session_bytes
 from xsquare_logger.session.manifest import MANIFEST_NAME, SessionManifest
@@ -32,6 +32,7 @@ class SyncResult:
     updated: int = 0
     unreadable: int = 0  # not a valid session.json
     conflicts: int = 0  # its session id is catalogued for another robot
+    refused: int = 0  # its session id is not in its robot's namespace (session_id_prefix)
     problems: list[str] = field(default_factory=list)  # one line per marker not catalogued
 
     def line(self) -> str:
@@ -41,6 +42,8 @@ class SyncResult:
             text += f", {self.unreadable} unreadable"
         if self.conflicts:
             text += f", {self.conflicts} in conflict"
+        if self.refused:
+            text += f", {self.refused} refused"
         return text
 
 
@@ -97,6 +100,12 @@ def sync(catalog: Catalog, backend: Backend) -> SyncResult:
             # One bad marker (its id catalogued for another robot) must not keep every
             # marker after it out of the catalog: shown, skipped, the pass goes on.
             result.conflicts += 1
+            result.problems.append(f"{remote}/{MANIFEST_NAME}: {exc}")
+            continue
+        except SessionIdRefused as exc:
+            # The same rule as for a robot's own report: a marker whose id is not its
+            # robot's (not made by the recorder's generator) would squat that id.
+            result.refused += 1
             result.problems.append(f"{remote}/{MANIFEST_NAME}: {exc}")
             continue
         if changed:

@@ -13,6 +13,7 @@ from xsquare_logger.floor.catalog.db import (  # noqa: E402
     CatalogConflict,
     CatalogError,
     CatalogUnavailable,
+    SessionIdRefused,
 )
 from xsquare_logger.floor.catalog.query import EpisodeFilter, parse_time_ns  # noqa: E402
 
@@ -20,5 +21,5 @@ __all__ = [
     "Catalog",
     "CatalogConflict",
     "CatalogError",
-    "CatalogUnavailable", "EpisodeFilter", "Principal", "parse_time_ns",
+    "CatalogUnavailable", "EpisodeFilter", "Principal", "SessionIdRefused", "parse_time_ns",
 ]

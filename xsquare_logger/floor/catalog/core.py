@@ -28,6 +28,7 @@ from xsquare_logger.floor.catalog.db import (
     CatalogConflict,
     CatalogError,
     CatalogUnavailable,
+    SessionIdRefused,
     open_engine,
     safe_url,
     upgrade,
@@ -58,6 +59,7 @@ from xsquare_logger.floor.protocol import (
     SessionPage,
     SessionReport,
     SessionRow,
+    session_id_prefix,
 )
 from xsquare_logger.session.manifest import SessionManifest, TaskEntry
 
@@ -289,8 +291,29 @@ class Catalog:
                     ) from None
         return False  # unreachable
 
+    @staticmethod
+    def _check_namespace(db: DbSession, m: SessionManifest) -> None:
+        """Refuse a session id outside the robot's namespace (``session_id_prefix``).
+
+        Robot ids may contain '_': robot ``a`` may not take ``a_b_...`` once a robot ``a_b``
+        is registered (the longest registered prefix owns an id)."""
+        sid, robot = m.session_id, m.robot_id
+        prefix = session_id_prefix(robot)
+        if not sid.startswith(prefix):
+            raise SessionIdRefused(f"session id {sid!r}: not in robot {robot!r}'s namespace "
+                                   f"(its session ids start with {prefix!r})")
+        longer = [sid[:i] for i in range(len(prefix), len(sid)) if sid[i] == "_"]
+        if longer:
+            owner = db.scalar(select(Robot.robot_id).where(Robot.robot_id.in_(longer))
+                              .order_by(func.length(Robot.robot_id).desc()).limit(1))
+            if owner is not None:
+                raise SessionIdRefused(
+                    f"session id {sid!r}: in the namespace of robot {owner!r} "
+                    f"({session_id_prefix(owner)!r}), not of robot {robot!r}")
+
     def _ingest(self, db: DbSession, report: SessionReport) -> bool:
         m = report.manifest
+        self._check_namespace(db, m)
         digest = manifest_digest(m)
         # Locked until commit: a concurrent report of the same session (another replica)
         # waits and then sees this one's upload state, so the state never moves back.

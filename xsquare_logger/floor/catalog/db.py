@@ -25,6 +25,7 @@ __all__ = [
     "CatalogConflict",
     "CatalogError",
     "CatalogUnavailable",
+    "SessionIdRefused",
     "open_engine",
     "parse_url",
     "safe_url",
@@ -46,6 +47,10 @@ class CatalogUnavailable(CatalogError):
 
 class CatalogConflict(CatalogError):
     """The request contradicts what is catalogued (API: 409)."""
+
+
+class SessionIdRefused(CatalogError):
+    """A session id outside its robot's namespace (``protocol.session_id_prefix``); API: 422."""
 
 
 def parse_url(url: str) -> URL:
