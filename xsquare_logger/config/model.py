@@ -309,11 +309,18 @@ class HealthConfig(_Strict):
         description="Verdict fail when a stream lost more than this fraction of its "
         "messages in the episode (any loss is warn).",
     )
-    skew_warn_s: float = Field(
-        0.033, ge=0, description="Verdict warn when two cameras, or a camera and the joints, "
-        "differ by more than this in median latency (receive time minus header stamp).",
+    camera_skew_frames: float = Field(
+        0.25, gt=0, le=0.5,
+        description="Verdict warn when a camera's median |header stamp difference| to the "
+        "nearest frame of the first camera exceeds this many of its frame periods.",
     )
-    skew_fail_s: float = Field(0.1, ge=0, description="Verdict fail above this skew.")
+    joint_skew_s: float = Field(
+        0.02, gt=0, description="Verdict warn when a camera's median |header stamp "
+        "difference| to the nearest joints message exceeds this (s).",
+    )
+    skew_fail_s: float = Field(
+        0.1, gt=0, description="Verdict fail when either skew exceeds this (s)."
+    )
     previews: bool = Field(
         True, description="Answer preview.get (camera previews are made only while a "
         "console asks: see lease)."

@@ -73,7 +73,8 @@ class _HealthConfig(Protocol):
     gap_warn_periods: float
     gap_warn_min_s: float
     loss_fail_fraction: float
-    skew_warn_s: float
+    camera_skew_frames: float
+    joint_skew_s: float
     skew_fail_s: float
 
 

@@ -12,10 +12,12 @@ here reads a bag or a clock. Checks (thresholds: config ``health``):
   ``degraded_ratio`` x nominal -> warn (only for ranges of 10 periods or more: a
   shorter range cannot tell one message from a rate);
 * losses in the range: more than ``loss_fail_fraction`` -> fail, any -> warn;
-* skew: the median latency (receive time - header stamp) of two cameras, or of a camera
-  and the joints, differs by more than ``skew_fail_s`` -> fail, ``skew_warn_s`` -> warn.
-  A difference in latency is what misaligns the streams when they are put on one time
-  grid, whichever of the two times a consumer aligns by;
+* skew, as ``xsq report`` pairs stamps (tools/report.py) but the median, not the p99:
+  median |header stamp difference to the nearest frame of the reference camera (the
+  first camera)|, per camera, above ``camera_skew_frames`` of its frame period -> warn;
+  median |header stamp difference to the nearest joints message|, per camera, above
+  ``joint_skew_s`` -> warn; either above ``skew_fail_s`` -> fail. The median, because a
+  gap already has its own reason: frames inside it must not also read as skew;
 * header stamps going backwards within a stream -> warn.
 
 Camera time under the privacy pause is cut out of the range first (``paused``): the
@@ -33,7 +35,7 @@ import numpy.typing as npt
 
 from xsquare_logger.session.health import EpisodeQuality, StreamKind
 
-__all__ = ["QualityThresholds", "StreamSeries", "judge", "stall_s"]
+__all__ = ["QualityThresholds", "StreamSeries", "judge", "nearest_delta", "stall_s"]
 
 Range = tuple[int, int]
 Level = Literal["warn", "fail"]
@@ -47,7 +49,8 @@ class _ThresholdSource(Protocol):
     stalled_periods: float
     stalled_min_s: float
     loss_fail_fraction: float
-    skew_warn_s: float
+    camera_skew_frames: float
+    joint_skew_s: float
     skew_fail_s: float
 
 
@@ -62,7 +65,8 @@ class QualityThresholds:
     stalled_periods: float = 10.0
     stalled_min_s: float = 0.5
     loss_fail_fraction: float = 0.01
-    skew_warn_s: float = 0.033
+    camera_skew_frames: float = 0.25
+    joint_skew_s: float = 0.02
     skew_fail_s: float = 0.1
 
     @classmethod
@@ -138,11 +142,20 @@ def _longest_gap_ns(times: npt.NDArray[np.int64], start: int, end: int,
     return int(gaps.max()) if gaps.size else 0
 
 
-def _latency_ns(s: StreamSeries, keep: npt.NDArray[np.bool_]) -> float | None:
-    stamped = keep & (s.stamp_ns != 0)
-    if not stamped.any():
-        return None
-    return float(np.median(s.recv_ns[stamped] - s.stamp_ns[stamped]))
+def nearest_delta(ref_ns: npt.NDArray[np.int64], other_ns: npt.NDArray[np.int64]
+                  ) -> npt.NDArray[np.int64]:
+    """For each time in ``ref_ns``, the nearest time in sorted ``other_ns`` minus it (ns)."""
+    if ref_ns.size == 0 or other_ns.size == 0:
+        return np.zeros(0, np.int64)
+    idx = np.searchsorted(other_ns, ref_ns)
+    lo = other_ns[np.clip(idx - 1, 0, other_ns.size - 1)] - ref_ns
+    hi = other_ns[np.clip(idx, 0, other_ns.size - 1)] - ref_ns
+    return np.where(np.abs(lo) <= np.abs(hi), lo, hi)
+
+
+def _median_abs_s(ref: npt.NDArray[np.int64], other: npt.NDArray[np.int64]) -> float | None:
+    delta = nearest_delta(ref, other)
+    return float(np.median(np.abs(delta))) / 1e9 if delta.size else None
 
 
 def judge(
@@ -153,7 +166,7 @@ def judge(
     """The verdict on one episode range: fail reasons first, then warnings."""
     t = thresholds
     found = _Findings()
-    latency: dict[str, tuple[StreamKind, float]] = {}
+    stamps_of: dict[str, tuple[StreamKind, npt.NDArray[np.int64]]] = {}
     for s in series:
         cut = list(paused) if s.kind == "camera" else []
         if not s.subscribed:
@@ -187,23 +200,33 @@ def judge(
         backwards = int(np.count_nonzero(np.diff(stamps) < 0)) if stamps.size > 1 else 0
         if backwards:
             found.add("warn", f"{s.name} header stamps went backwards {backwards} times")
-        lat = _latency_ns(s, keep)
-        if lat is not None:
-            latency[s.name] = (s.kind, lat)
-    _skews(latency, t, found)
+        if stamps.size:
+            stamps_of[s.name] = (s.kind, np.sort(stamps))
+    _skews(stamps_of, t, found)
     return found.quality()
 
 
 def _skews(
-    latency: dict[str, tuple[StreamKind, float]], t: QualityThresholds, found: _Findings
+    stamps_of: dict[str, tuple[StreamKind, npt.NDArray[np.int64]]],
+    t: QualityThresholds,
+    found: _Findings,
 ) -> None:
-    cams = [(n, lat) for n, (k, lat) in latency.items() if k == "camera"]
-    joints = [(n, lat) for n, (k, lat) in latency.items() if k == "joints"]
-    pairs = [(a, b) for i, a in enumerate(cams) for b in cams[i + 1:]]
-    pairs += [(c, j) for c in cams for j in joints]
-    for (na, la), (nb, lb) in pairs:
-        skew_s = abs(la - lb) / 1e9
+    cams = [(n, st) for n, (k, st) in stamps_of.items() if k == "camera"]
+    joints = next((st for _n, (k, st) in stamps_of.items() if k == "joints"), None)
+    checks: list[tuple[str, str, float | None, float]] = []
+    if cams:
+        ref_name, ref = cams[0]
+        period_s = float(np.median(np.diff(ref))) / 1e9 if ref.size > 1 else 0.0
+        for name, st in cams[1:]:
+            checks.append((name, ref_name, _median_abs_s(ref, st), t.camera_skew_frames * period_s))
+    if joints is not None:
+        joint_name = next(n for n, (k, _st) in stamps_of.items() if k == "joints")
+        for name, st in cams:
+            checks.append((name, joint_name, _median_abs_s(st, joints), t.joint_skew_s))
+    for name, other, skew_s, warn_s in checks:
+        if skew_s is None:
+            continue
         if skew_s > t.skew_fail_s:
-            found.add("fail", f"{na} vs {nb} skew {1000 * skew_s:.0f} ms")
-        elif skew_s > t.skew_warn_s:
-            found.add("warn", f"{na} vs {nb} skew {1000 * skew_s:.0f} ms")
+            found.add("fail", f"{name} vs {other} skew {1000 * skew_s:.0f} ms")
+        elif warn_s and skew_s > warn_s:
+            found.add("warn", f"{name} vs {other} skew {1000 * skew_s:.0f} ms")

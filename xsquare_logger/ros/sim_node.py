@@ -155,7 +155,9 @@ class _Group:
     """Streams published together on one tick with one stamp."""
 
     __slots__ = (
+        "camera",
         "count",
+        "halted",
         "items",
         "max_late_ns",
         "next_due",
@@ -180,6 +182,8 @@ class _Group:
         # Cameras: exposure jitter, ns (sd); cameras due on the same tick (hardware-synced)
         # share one trigger stamp. None: not a camera, stamped when published.
         self.trigger_jitter_ns: float | None = None
+        self.camera = ""  # the camera of a camera group
+        self.halted = False  # stopped on purpose (halt_camera): a camera that dies
 
 
 class SimNode(Node):
@@ -211,6 +215,7 @@ class SimNode(Node):
                 self._groups.append(g)
             if getattr(spec, "camera", None) is not None:
                 g.trigger_jitter_ns = CAMERA_SYNC_JITTER_S * _NS
+                g.camera = spec.camera  # type: ignore[attr-defined]
             pub = self.create_publisher(
                 message_class(spec.type_name), spec.topic, qos_for(spec.qos)
             )
@@ -239,6 +244,15 @@ class SimNode(Node):
             target=self._run, args=(end_ns, rt_priority), name="sim-publisher", daemon=True
         )
         self._thread.start()
+
+    def halt_camera(self, camera: str) -> None:
+        """Stop publishing one camera (image and camera_info) for good, as a camera that
+        dies; the other streams go on (any thread)."""
+        groups = [g for g in self._groups if g.camera == camera]
+        if not groups:
+            raise ValueError(f"no camera {camera!r}; cameras: {', '.join(self.profile.cameras)}")
+        for g in groups:
+            g.halted = True
 
     def stop(self, timeout: float | None = 5.0) -> None:
         self._stop.set()
@@ -294,6 +308,9 @@ class SimNode(Node):
                 for other in groups:
                     if other.next_due < g.next_due:
                         g = other
+                if g.halted:
+                    groups = [other for other in groups if other is not g]
+                    continue
                 due = g.next_due
                 if end_ns and due >= end_ns:
                     rest = end_ns - mono()
@@ -384,6 +401,7 @@ def run_sim(
     on_ready: Any = None,
     camera_sync: str = CAMERA_SYNCED,
     camera_content: str = "synthetic",
+    camera_rates: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Publish ``profile`` for ``duration`` s (0: until ``stop_event`` is set).
 
@@ -394,10 +412,13 @@ def run_sim(
     without discovery losses).  ``on_ready(node)``, if given, is called once
     publishing has started. ``camera_sync``: ``synced`` (hardware-synchronised cameras,
     the default) or ``staggered`` (free-running, ticks spread over the frame period).
-    ``camera_content``: ``synthetic`` or ``natural`` (sim/frames.py).
+    ``camera_content``: ``synthetic`` or ``natural`` (sim/frames.py). ``camera_rates``:
+    camera name -> rate (Hz) for cameras that publish off their nominal rate.
     """
     prof = get_profile(profile).with_camera_sync(camera_sync).with_cameras(cameras)
     prof = prof.with_camera_content(camera_content)
+    for camera, rate in (camera_rates or {}).items():
+        prof = prof.with_camera_rate(camera, rate)
     stop_event = stop_event if stop_event is not None else threading.Event()
     t_build = time.monotonic()
     bank = PayloadBank(prof)
@@ -512,7 +533,34 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="run the publisher thread SCHED_FIFO at priority N (1-99; 0: normal, default)",
     )
+    p.add_argument(
+        "--camera-rate",
+        action="append",
+        default=[],
+        metavar="CAMERA=HZ",
+        help="publish CAMERA (e.g. head) at HZ instead of the profile's rate (repeatable)",
+    )
+    p.add_argument(
+        "--halt-on-usr1",
+        action="append",
+        default=[],
+        metavar="CAMERA",
+        help="stop publishing CAMERA for good when the process gets SIGUSR1 (repeatable): "
+        "a camera dying mid-run, on the test's cue",
+    )
     args = p.parse_args(argv)
+    rates = {}
+    for item in args.camera_rate:
+        name, _, hz = item.partition("=")
+        try:
+            rates[name] = float(hz)
+        except ValueError:
+            p.error(f"--camera-rate {item!r}: expected CAMERA=HZ")
+    args.camera_rates = rates
+    known = get_profile(args.profile).cameras
+    for camera in [*args.halt_on_usr1, *rates]:
+        if camera not in known:
+            p.error(f"no camera {camera!r} in {args.profile}; cameras: {', '.join(known)}")
     if args.duration < 0:
         p.error("--duration must be >= 0")
     if args.cameras is not None and args.cameras < 0:
@@ -527,10 +575,20 @@ def main(argv: list[str] | None = None) -> int:
     def _on_signal(signum: int, _frame: Any) -> None:
         stop.set()
 
+    nodes: list[SimNode] = []
+
+    def _on_usr1(signum: int, _frame: Any) -> None:
+        for node in nodes:
+            for camera in args.halt_on_usr1:
+                node.halt_camera(camera)
+        print(f"[sim] halted {', '.join(args.halt_on_usr1)}", file=sys.stderr, flush=True)
+
     old = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, _on_signal)
+        if args.halt_on_usr1:
+            old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, _on_usr1)
     try:
         stats = run_sim(
             args.profile,
@@ -542,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
             rt_priority=args.rt_priority,
             camera_sync=args.camera_sync,
             camera_content=args.camera_content,
+            camera_rates=args.camera_rates,
+            on_ready=nodes.append,
         )
     except ValueError as e:
         print(f"sim_node: {e}", file=sys.stderr)

@@ -273,6 +273,20 @@ class Profile:
         ]
         return replace(self, streams=tuple(streams))
 
+    def with_camera_rate(self, camera: str, rate_hz: float) -> Profile:
+        """The profile with one camera (image and camera_info) published at ``rate_hz``
+        (a camera that under-delivers: the degraded stream of the health tests)."""
+        if camera not in self.cameras:
+            raise ValueError(f"no camera {camera!r} in {self.name}; cameras: "
+                             f"{', '.join(self.cameras)}")  # fmt: skip
+        if not rate_hz > 0:
+            raise ValueError(f"camera rate must be > 0, got {rate_hz}")
+        streams = [
+            replace(s, rate_hz=rate_hz) if getattr(s, "camera", None) == camera else s
+            for s in self.streams
+        ]
+        return replace(self, streams=tuple(streams))
+
     def with_camera_sync(self, mode: str) -> Profile:
         """The profile with its cameras ``synced`` (one shared tick) or ``staggered``."""
         if mode not in CAMERA_SYNC_MODES:

@@ -18,6 +18,7 @@ import numpy as np
 from mcap.exceptions import McapError
 from mcap.reader import NonSeekingReader, make_reader
 
+from xsquare_logger.recording.quality import nearest_delta  # one pairing, live and in the report
 from xsquare_logger.session.counters import COUNTER_KEYS, LossCounters
 from xsquare_logger.tools import ToolError
 from xsquare_logger.tools.tasks import SessionView
@@ -221,16 +222,6 @@ def _acc_for(accs: dict[str, _Acc], channel: Any, schema: Any) -> _Acc:
                    array("q") if stamped else None)
         accs[channel.topic] = acc
     return acc
-
-
-def nearest_delta(ref_ns: np.ndarray, other_ns: np.ndarray) -> np.ndarray:
-    """For each time in ``ref_ns``, the nearest time in sorted ``other_ns`` minus it (ns)."""
-    if ref_ns.size == 0 or other_ns.size == 0:
-        return np.zeros(0, np.int64)
-    idx = np.searchsorted(other_ns, ref_ns)
-    lo = other_ns[np.clip(idx - 1, 0, other_ns.size - 1)] - ref_ns
-    hi = other_ns[np.clip(idx, 0, other_ns.size - 1)] - ref_ns
-    return np.where(np.abs(lo) <= np.abs(hi), lo, hi)
 
 
 def valid_stamps(series: TopicSeries) -> np.ndarray:
