@@ -34,6 +34,7 @@ from xsquare_logger.upload.uploader import Uploader
 av = pytest.importorskip("av")
 
 BUCKET = "sessions"
+KIB = 1024
 SESSION = "x2-sim_20250615T000000Z_aaaaaa"
 
 
@@ -168,6 +169,60 @@ def test_bytes_read_per_episode_are_a_fraction_of_the_session(
         # Its share of the recording, plus the alignment margin, whole chunks, summaries.
         assert fraction < share / duration + 0.2
     assert summary.bytes_fetched == sum(r.bytes_fetched for r in results) < 0.8 * size
+
+
+def _read_bound(session: Path, lo: int, hi: int) -> int:
+    """What reading ``[lo, hi]`` of ``session`` must cost at most when each chunk is fetched
+    once: session.json, per overlapping file its magic GET, the summary region (everything
+    after the last chunk) and the overlapping chunks, plus per-request read-ahead slack.
+    Chunk positions come from the official mcap reader, not ours."""
+    from mcap.reader import make_reader
+
+    manifest = json.loads((session / "session.json").read_text())
+    bound = (session / "session.json").stat().st_size
+    for f in manifest["files"]:
+        if not f["path"].endswith(".mcap") or not f["message_count"]:
+            continue
+        if f["start_ns"] > hi or f["end_ns"] < lo:
+            continue
+        with open(session / f["path"], "rb") as fh:
+            summary = make_reader(fh).get_summary()
+        assert summary is not None
+        chunks = summary.chunk_indexes
+        after_chunks = f["size"] - max(c.chunk_start_offset + c.chunk_length for c in chunks)
+        overlapping = [c for c in chunks if c.message_start_time <= hi and
+                       c.message_end_time >= lo]
+        bound += 4 * KIB + 64 * KIB + after_chunks  # magic, footer + summary (and slack)
+        bound += sum(c.chunk_length + 4 * KIB for c in overlapping)
+    return bound
+
+
+def test_each_chunk_is_fetched_once(
+    uploaded: Uploaded, mapping_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The raw and JPEG cameras are read in a second pass over the episode's chunks: that
+    pass is served from the block cache (sized to the episode), never fetched again, even
+    when the episode's chunks are far more than the cache's floor."""
+    from xsquare_logger.export import remote
+
+    for k, v in uploaded.env.items():
+        monkeypatch.setenv(k, v)
+    # A floor far below the episodes' chunks (about 1 MB each): without a reservation the
+    # second pass would fetch them again.
+    monkeypatch.setattr(remote, "CACHE_FLOOR", 64 * KIB)
+    mapping = load_mapping(mapping_file)
+    margin = round(mapping.tolerance_ms * 1e6) + 200_000_000
+    results: list[EpisodeResult] = []
+    run_export(tmp_path / "ds", [uploaded.url], mapping, EpisodeFilter(), 1,
+               progress=results.append)
+    tasks = {t["episode_index"]: t for t in
+             json.loads((uploaded.session / "session.json").read_text())["tasks"]}
+    assert [r.episode_index for r in results] == [0, 2]
+    for r in results:
+        t = tasks[r.episode_index]
+        bound = _read_bound(uploaded.session, t["start_ns"] - margin, t["end_ns"] + margin)
+        print(f"episode {r.episode_index}: fetched {r.bytes_fetched} bytes, bound {bound}")
+        assert 0.5 * bound < r.bytes_fetched <= bound
 
 
 def test_ray_tasks_write_the_same_dataset(

@@ -7,7 +7,8 @@ each of those reads is a ranged GET. :class:`RangedObject` is the seekable file 
 reader gets: it turns the reader's many small reads (1- and 8-byte record fields) into
 few requests with a read-ahead window that grows while reads run on, fetches the tail of
 the object at once when a read lands near the end (footer + summary in one GET), fetches
-big reads (chunk bodies) exactly, keeps a bounded cache of what it fetched, and counts
+big reads (chunk bodies) exactly, keeps a bounded cache of what it fetched (sized to the
+episode's chunks, so the export's two reading passes fetch each chunk once), and counts
 requests and bytes.
 
 ``open_remote_session("s3://BUCKET/PREFIX/<robot>/<day>/<session>")`` reads the
@@ -35,6 +36,8 @@ from xsquare_logger.session.manifest import MANIFEST_NAME, SessionManifest
 from xsquare_logger.upload.backends.s3 import S3Backend
 
 __all__ = [
+    "CACHE_CAP",
+    "CACHE_FLOOR",
     "BlockCache",
     "RangedObject",
     "RemoteSession",
@@ -51,18 +54,34 @@ class RemoteSessionError(ExportError):
     """The S3 location is not a complete, committed session (or a file of it changed)."""
 
 
+#: What a file's block cache holds at least, and at most however much an episode reserves.
+CACHE_FLOOR = 8 * MIB
+CACHE_CAP = 512 * MIB
+
+
 class BlockCache:
     """Byte blocks fetched from one object, oldest dropped beyond ``limit`` bytes.
 
     Shared by every :class:`RangedObject` a :class:`RemoteSession` opens on the same file,
     so the exporter may open and close a file per episode and still fetch its footer and
-    summary (and a chunk two episodes share) once.
+    summary (and a chunk two episodes share) once. :meth:`reserve` raises the limit to what
+    an episode is about to read (up to :data:`CACHE_CAP`), so its second reading pass over
+    the same chunks is served from memory instead of fetched again.
     """
 
-    def __init__(self, limit: int = 8 * MIB) -> None:
-        self.limit = limit
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = CACHE_FLOOR if limit is None else limit
         self._blocks: deque[tuple[int, bytes]] = deque()  # (start offset, bytes), oldest first
         self._bytes = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes held now."""
+        return self._bytes
+
+    def reserve(self, nbytes: int) -> None:
+        """Keep at least ``nbytes`` (at most :data:`CACHE_CAP`); never lowers the limit."""
+        self.limit = max(self.limit, min(nbytes, CACHE_CAP))
 
     def find(self, pos: int) -> tuple[int, bytes] | None:
         for block in reversed(self._blocks):  # the newest block is the likeliest
@@ -187,6 +206,12 @@ class RangedObject(io.BufferedIOBase):
             pos += len(piece)
         self._pos = pos
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def reserve(self, chunks: list[tuple[int, int]]) -> None:
+        """The reader is about to read these ``(offset, length)`` chunks, maybe more than
+        once: size the cache to hold them beside what it holds now (summary, magic)."""
+        need = sum(length + self._readahead for _offset, length in chunks)
+        self._cache.reserve(self._cache.size + need + self._tail)
 
     # -- fetching ---------------------------------------------------------------------------
     def _fetch(self, pos: int, end: int) -> tuple[int, bytes]:

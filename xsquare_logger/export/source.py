@@ -2,7 +2,9 @@
 
 The per-episode function sees only a :class:`SessionSource`: the parsed ``session.json``, the
 MCAP files with their time ranges, and ``open(name)`` returning a seekable binary file
-object. Reading goes through each file's summary and chunk indexes (``mcap`` reader with
+object (with an optional ``reserve(chunks)``, called with the ``(offset, length)`` of the
+chunks about to be read: a remote file caches that much). Reading goes through each
+file's summary and chunk indexes (``mcap`` reader with
 ``starting_at``/``ending_at``), so only the chunks overlapping an episode are read: what
 makes ranged reads over S3 cheap.
 
@@ -125,6 +127,10 @@ def iter_messages(
             summary = reader.get_summary()
             if summary is None or not summary.chunk_indexes:
                 raise ExportError(f"{source.spec}/{f.name}: no chunk indexes (run `xsq recover`)")
+            reserve = getattr(handle, "reserve", None)
+            if reserve is not None:  # a remote file: keep the episode's chunks for pass two
+                reserve([(c.chunk_start_offset, c.chunk_length) for c in summary.chunk_indexes
+                         if c.message_start_time <= end_ns and c.message_end_time >= start_ns])
             for _schema, channel, message in reader.iter_messages(
                 topics=topics, starting_at=start_ns, ending_at=end_ns, log_time_order=True
             ):
