@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,11 @@ def test_a_camera_dying_mid_task_on_a_real_robot(
         assert not el(d, "problem-banner").is_displayed()
 
         sim.p.send_signal(signal.SIGUSR1)  # the head camera dies
+        halted = time.monotonic()
         wait_for(d, lambda d: tiles(d)[0]["state"] == "stalled", "head camera stalled",
                  timeout=30)
+        # Reported, never asserted (the benchmark: under 2 s on a quiet machine).
+        print(f"stall shown on the console {time.monotonic() - halted:.2f} s after the halt")
         head = tiles(d)[0]
         assert (head["name"], rgb(head["bg"]), head["word"]) == ("head camera", RED, "STOPPED")
         assert [t["state"] for t in tiles(d)][1:] == ["ok"] * 5
