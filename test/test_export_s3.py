@@ -225,18 +225,55 @@ def test_each_chunk_is_fetched_once(
         assert 0.5 * bound < r.bytes_fetched <= bound
 
 
+#: Run inside a private network namespace: a second rclone S3 server on the same folder
+#: (the host's 127.0.0.1 is not reachable from there), then the export with --ray local.
+_IN_NETNS = """
+import os, subprocess, sys
+from pathlib import Path
+from support.localserver import LocalS3Server
+root, out, url, mapping = sys.argv[1:5]
+with LocalS3Server(Path(root), buckets=("sessions",)) as server:
+    env = {**os.environ, **server.env(), "AWS_ENDPOINT_URL_S3": server.endpoint}
+    p = subprocess.run([sys.executable, "-m", "xsquare_logger.cli.main", "export", "lerobot",
+                        out, url, "--mapping", mapping, "--ray", "local"], env=env)
+sys.exit(p.returncode)
+"""
+
+
+def _netns_refused() -> str | None:
+    """Why a private network namespace cannot be made here (None: it can)."""
+    try:
+        p = subprocess.run(["unshare", "--net", "ip", "link", "set", "lo", "up"],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unshare/ip not usable: {exc}"
+    return None if p.returncode == 0 else f"unshare --net refused: {p.stderr.strip()}"
+
+
 def test_ray_tasks_write_the_same_dataset(
     uploaded: Uploaded, mapping_file: Path, local_dataset: Path, tmp_path: Path
 ) -> None:
+    """A private local Ray instance, started and stopped by the export itself; its workers
+    inherit the S3 settings from the environment. Ray 2.60's GCS, raylet and worker servers
+    listen on every interface whatever the node address (and the autoscaler's metrics on
+    0.0.0.0:44217), so the whole run is put in a network namespace of its own, with only a
+    loopback: nothing it opens is reachable from outside."""
     if importlib.util.find_spec("ray") is None:
         if os.environ.get("XSQ_REQUIRE_RAY") == "1":
             pytest.fail("XSQ_REQUIRE_RAY=1 but ray is not installed (pip install '.[ray]')")
         pytest.skip("ray is not installed (the [ray] extra)")
+    refused = _netns_refused()
+    if refused is not None:
+        pytest.skip(f"{refused}: Ray would listen on every interface, not run here")
     out = tmp_path / "ds"
-    # A private local Ray instance, started and stopped by the export itself; its workers
-    # inherit the S3 settings from the environment.
-    p = xsq("export", "lerobot", str(out), uploaded.url, "--mapping", str(mapping_file),
-            "--ray", "local", env={**uploaded.env, "RAY_USAGE_STATS_ENABLED": "0"})
+    env = {**uploaded.env, "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
+                                          uploaded.env.get("PYTHONPATH", "")])}
+    p = subprocess.run(
+        ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
+         sys.executable, "-c", _IN_NETNS, str(uploaded.server.root), str(out), uploaded.url,
+         str(mapping_file)],
+        capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 0, p.stderr
     assert "2 episodes written" in p.stdout, p.stdout
     assert_same_dataset(out, local_dataset, uploaded.url)

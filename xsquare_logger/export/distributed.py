@@ -72,7 +72,8 @@ def ray_runner(address: str) -> Iterator[Runner]:
     options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
                                "configure_logging": True}
     if address == "local":
-        # A private instance on loopback only, without the dashboard (a web server).
+        # A private instance: node address 127.0.0.1, no dashboard (a web server). Ray's
+        # core servers still listen on every interface (docs/export.md, Ray): not settable.
         options.update(include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         ray.init(address=address, **options)
