@@ -32,6 +32,7 @@ from xsquare_logger.recording.preview import Preview, PreviewLane, PreviewMaker
 from xsquare_logger.recording.queue import ByteBoundedQueue
 from xsquare_logger.recording.sequence import SequenceTracker
 from xsquare_logger.recording.tap import Tap
+from xsquare_logger.session.calibration import load_calibration
 from xsquare_logger.session.counters import LossCounters, TopicStats
 from xsquare_logger.session.episodes import apply_event
 from xsquare_logger.session.events import TaskEventData
@@ -173,6 +174,8 @@ class Recorder:
         self._on_status = on_status
         self._on_auto_stop = on_auto_stop
         self.started_ns = time.time_ns()
+        # Read before anything exists: a missing calibration file refuses the start.
+        calibration = load_calibration(config.calibration.files)
         manifest = SessionManifest(
             session_id=session_id,
             robot_id=config.robot_id,
@@ -180,6 +183,7 @@ class Recorder:
             config_digest=config_digest(config),
             started_ns=self.started_ns,
             visit=visit,
+            calibration=[c.entry for c in calibration],
         )
         # Camera compression (JPEG/H.264) on worker threads; None when every camera is raw.
         # Raises CodecUnavailable if a configured codec is not installed: before the
@@ -195,6 +199,7 @@ class Recorder:
             if self.stage is not None:
                 self.stage.close(timeout=1.0)
             raise
+        self.writer.attachments = [(c.entry.name, c.data, c.entry.media_type) for c in calibration]
         self.queue: ByteBoundedQueue[tuple[int, bytes, Mapping[str, Any]]] = ByteBoundedQueue(
             self.rcfg.queue_max_bytes
         )

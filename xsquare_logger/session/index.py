@@ -11,6 +11,7 @@ session.json, and the loss counters in ``custom_data`` are those of session.json
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,12 @@ from xsquare_logger.session.metadata import (
     write_metadata_yaml,
 )
 
-__all__ = ["COUNTERS_KEY", "IndexedTopic", "SessionIndex"]
+__all__ = ["CALIBRATION_KEY", "COUNTERS_KEY", "IndexedTopic", "SessionIndex"]
 
 #: metadata.yaml ``custom_data`` key holding :func:`counters_document` as JSON.
 COUNTERS_KEY = "xsquare.counters"
+#: metadata.yaml ``custom_data`` key: the calibration files (name, size, sha256) as JSON.
+CALIBRATION_KEY = "xsquare.calibration"
 
 
 @dataclass
@@ -70,8 +73,17 @@ class SessionIndex:
             "xsquare.robot_id": m.robot_id,
             "xsquare.software_version": m.software_version,
             COUNTERS_KEY: counters_json({t.name: t.stats for t in self.topics}),
+            **self._calibration(),
             **self.extra_custom,
         }
+
+    def _calibration(self) -> dict[str, str]:
+        """``xsquare.calibration``: the stored calibration files (name, size, sha256)."""
+        files = self.manifest.calibration
+        if not files:
+            return {}
+        doc = [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in files]
+        return {CALIBRATION_KEY: json.dumps(doc, separators=(",", ":"))}
 
     def metadata_doc(self) -> dict[str, Any]:
         """The ``rosbag2_bagfile_information`` document (also embedded in each MCAP file)."""

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from xsquare_logger.errors import XsqError
+from xsquare_logger.session.calibration import CalibrationFile
 from xsquare_logger.session.counters import LossCounters, TopicStats
 from xsquare_logger.session.fsutil import atomic_write
 from xsquare_logger.session.health import EpisodeQuality
@@ -142,6 +143,8 @@ class SessionManifest(_Model):
     # The four loss kinds and "lost" of LossCounters.total(topics), and "total" (= "lost").
     drops: dict[str, int] = Field(default_factory=dict)
     files: list[FileEntry] = Field(default_factory=list)
+    # The calibration files stored in every MCAP file as attachments (session/calibration.py).
+    calibration: list[CalibrationFile] = Field(default_factory=list)
     upload: dict[str, object] = Field(default_factory=_pending_upload)
 
 

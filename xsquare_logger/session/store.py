@@ -91,6 +91,8 @@ class SessionWriter:
         self._hash_provider = hash_provider
         self.topics: list[_Topic] = []
         self.files: list[FileEntry] = []
+        # (name, data, media type): written into every file as it opens (calibration).
+        self.attachments: list[tuple[str, bytes, str]] = []
         self._file: _OpenFile | None = None
         self._file_index = 0
         self._closed_bytes = 0
@@ -161,6 +163,8 @@ class SessionWriter:
         )
         for t in self.topics:
             t.file_count = 0
+        for att_name, data, media_type in self.attachments:
+            writer.add_attachment(att_name, data, media_type=media_type)
         self._file = _OpenFile(name, writer, time.monotonic())
         return self._file
 
