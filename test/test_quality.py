@@ -65,7 +65,7 @@ def test_camera_never_seen_in_the_episode_is_missing() -> None:
 
 def test_20hz_camera_warns_and_10hz_fails() -> None:
     q = judge(humanoid(head_camera=series("head camera", 30, actual_hz=20)), THR)
-    assert q.verdict == "warn" and q.reasons == ["head camera rate 20.0 Hz, nominal 30 Hz"]
+    assert q.verdict == "warn" and q.reasons[0] == "head camera rate 20.0 Hz, nominal 30 Hz"
     q = judge(humanoid(head_camera=series("head camera", 30, actual_hz=10)), THR)
     assert q.verdict == "fail" and "head camera rate 10.0 Hz, nominal 30 Hz" in q.reasons
 
@@ -87,17 +87,16 @@ def test_skew_between_cameras_and_to_joints() -> None:
         s = series(name, 30)
         return StreamSeries(**{**s.__dict__, "stamp_ns": s.stamp_ns + int(offset_ms * 1e6)})
 
-    # 12 ms is more than a quarter frame (8.3 ms) from the head camera: warn for that pair;
-    # vs the joints (500 Hz) the nearest message is never more than 1 ms away.
+    # Triggered 12 ms after the head camera: more than a quarter frame (8.3 ms) apart.
+    # (Its stamps are 12 ms closer to its receive times too: below the joint threshold.)
     q = judge(humanoid(left_camera=shifted("left camera", 12)), THR)
     assert q.verdict == "warn" and q.reasons == ["left camera vs head camera skew 12 ms"]
-    # Far off on its own clock: fails against the head camera and against the joints.
-    joints_short = series("joints", 500, seconds=2.0, kind="joints")
-    q = judge([series("head camera", 30), shifted("left camera", 3000), joints_short], THR)
-    assert q.verdict == "fail"
-    assert any(r.startswith("left camera vs head camera skew") for r in q.reasons), q.reasons
-    assert any(r.startswith("left camera vs joints skew") for r in q.reasons), q.reasons
-    assert any(r.startswith("head camera vs joints skew") for r in q.reasons), q.reasons
+    # Stamped by a clock 50 ms behind (latency 51 ms vs 1 ms): nearest-frame pairing
+    # sees 50 mod 33 ms; the latency against the joints sees it all.
+    q = judge(humanoid(left_camera=series("left camera", 30, latency_ns=51_000_000)), THR)
+    assert q.verdict == "warn" and "left camera vs joints skew 50 ms" in q.reasons, q.reasons
+    q = judge(humanoid(head_camera=series("head camera", 30, latency_ns=201_000_000)), THR)
+    assert q.verdict == "fail" and "head camera vs joints skew 200 ms" in q.reasons
 
 
 def test_header_stamps_going_backwards_warn() -> None:

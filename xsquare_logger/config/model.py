@@ -315,11 +315,12 @@ class HealthConfig(_Strict):
         "nearest frame of the first camera exceeds this many of its frame periods.",
     )
     joint_skew_s: float = Field(
-        0.02, gt=0, description="Verdict warn when a camera's median |header stamp "
-        "difference| to the nearest joints message exceeds this (s).",
+        0.03, gt=0, description="Verdict warn when a camera's median latency (receive time "
+        "minus header stamp) differs from the joints' by more than this (s): a camera "
+        "stamping by a clock that is off.",
     )
     skew_fail_s: float = Field(
-        0.1, gt=0, description="Verdict fail when either skew exceeds this (s)."
+        0.1, gt=0, description="Verdict fail when that camera-to-joint skew exceeds this (s)."
     )
     previews: bool = Field(
         True, description="Answer preview.get (camera previews are made only while a "

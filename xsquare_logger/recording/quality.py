@@ -12,12 +12,15 @@ here reads a bag or a clock. Checks (thresholds: config ``health``):
   ``degraded_ratio`` x nominal -> warn (only for ranges of 10 periods or more: a
   shorter range cannot tell one message from a rate);
 * losses in the range: more than ``loss_fail_fraction`` -> fail, any -> warn;
-* skew, as ``xsq report`` pairs stamps (tools/report.py) but the median, not the p99:
-  median |header stamp difference to the nearest frame of the reference camera (the
-  first camera)|, per camera, above ``camera_skew_frames`` of its frame period -> warn;
-  median |header stamp difference to the nearest joints message|, per camera, above
-  ``joint_skew_s`` -> warn; either above ``skew_fail_s`` -> fail. The median, because a
-  gap already has its own reason: frames inside it must not also read as skew;
+* camera-to-camera skew, paired as ``xsq report`` pairs frames (tools/report.py), the
+  median rather than the p99: median |header stamp difference to the nearest frame of
+  the reference camera (the first camera)| above ``camera_skew_frames`` of its frame
+  period -> warn (cameras not triggered together). Pairs further apart than 1.5
+  reference periods face a gap, which has its own reason, and are left out;
+* camera-to-joint skew: the difference of the median latencies (receive time - header
+  stamp) of a camera and the joints, above ``joint_skew_s`` -> warn, above
+  ``skew_fail_s`` -> fail. Nearest-stamp pairing cannot see this one (a 500 Hz stream
+  always has a stamp within 1 ms); a camera stamping by a clock that is off shows here;
 * header stamps going backwards within a stream -> warn.
 
 Camera time under the privacy pause is cut out of the range first (``paused``): the
@@ -66,7 +69,7 @@ class QualityThresholds:
     stalled_min_s: float = 0.5
     loss_fail_fraction: float = 0.01
     camera_skew_frames: float = 0.25
-    joint_skew_s: float = 0.02
+    joint_skew_s: float = 0.03
     skew_fail_s: float = 0.1
 
     @classmethod
@@ -153,9 +156,21 @@ def nearest_delta(ref_ns: npt.NDArray[np.int64], other_ns: npt.NDArray[np.int64]
     return np.where(np.abs(lo) <= np.abs(hi), lo, hi)
 
 
-def _median_abs_s(ref: npt.NDArray[np.int64], other: npt.NDArray[np.int64]) -> float | None:
-    delta = nearest_delta(ref, other)
-    return float(np.median(np.abs(delta))) / 1e9 if delta.size else None
+def _median_latency_ns(s: StreamSeries, keep: npt.NDArray[np.bool_]) -> float | None:
+    stamped = keep & (s.stamp_ns != 0)
+    if not stamped.any():
+        return None
+    return float(np.median(s.recv_ns[stamped] - s.stamp_ns[stamped]))
+
+
+def _median_abs_s(ref: npt.NDArray[np.int64], other: npt.NDArray[np.int64],
+                  other_hz: float) -> float | None:
+    """Median |stamp difference to the nearest ``other``|, leaving out pairs further apart
+    than 1.5 of ``other``'s periods: in a regular stream the nearest one is at most half a
+    period away, so those are frames facing a gap of ``other`` (which has its own reason)."""
+    delta = np.abs(nearest_delta(ref, other))
+    delta = delta[delta <= 1.5e9 / other_hz]
+    return float(np.median(delta)) / 1e9 if delta.size else None
 
 
 def judge(
@@ -166,7 +181,8 @@ def judge(
     """The verdict on one episode range: fail reasons first, then warnings."""
     t = thresholds
     found = _Findings()
-    stamps_of: dict[str, tuple[StreamKind, npt.NDArray[np.int64]]] = {}
+    stamps_of: dict[str, tuple[StreamKind, float, npt.NDArray[np.int64]]] = {}
+    latency: dict[str, tuple[StreamKind, float]] = {}
     for s in series:
         cut = list(paused) if s.kind == "camera" else []
         if not s.subscribed:
@@ -201,32 +217,43 @@ def judge(
         if backwards:
             found.add("warn", f"{s.name} header stamps went backwards {backwards} times")
         if stamps.size:
-            stamps_of[s.name] = (s.kind, np.sort(stamps))
-    _skews(stamps_of, t, found)
+            stamps_of[s.name] = (s.kind, s.nominal_hz, np.sort(stamps))
+        lat = _median_latency_ns(s, keep)
+        if lat is not None:
+            latency[s.name] = (s.kind, lat)
+    _camera_skews(stamps_of, t, found)
+    _joint_skews(latency, t, found)
     return found.quality()
 
 
-def _skews(
-    stamps_of: dict[str, tuple[StreamKind, npt.NDArray[np.int64]]],
+def _camera_skews(
+    stamps_of: dict[str, tuple[StreamKind, float, npt.NDArray[np.int64]]],
     t: QualityThresholds,
     found: _Findings,
 ) -> None:
-    cams = [(n, st) for n, (k, st) in stamps_of.items() if k == "camera"]
-    joints = next((st for _n, (k, st) in stamps_of.items() if k == "joints"), None)
-    checks: list[tuple[str, str, float | None, float]] = []
-    if cams:
-        ref_name, ref = cams[0]
-        period_s = float(np.median(np.diff(ref))) / 1e9 if ref.size > 1 else 0.0
-        for name, st in cams[1:]:
-            checks.append((name, ref_name, _median_abs_s(ref, st), t.camera_skew_frames * period_s))
-    if joints is not None:
-        joint_name = next(n for n, (k, _st) in stamps_of.items() if k == "joints")
-        for name, st in cams:
-            checks.append((name, joint_name, _median_abs_s(st, joints), t.joint_skew_s))
-    for name, other, skew_s, warn_s in checks:
-        if skew_s is None:
+    cams = [(n, hz, st) for n, (k, hz, st) in stamps_of.items() if k == "camera"]
+    if not cams:
+        return
+    ref_name, ref_hz, ref = cams[0]
+    period_s = float(np.median(np.diff(ref))) / 1e9 if ref.size > 1 else 0.0
+    for name, _hz, stamps in cams[1:]:
+        skew_s = _median_abs_s(stamps, ref, ref_hz)
+        if skew_s is not None and period_s and skew_s > t.camera_skew_frames * period_s:
+            found.add("warn", f"{name} vs {ref_name} skew {1000 * skew_s:.0f} ms")
+
+
+def _joint_skews(
+    latency: dict[str, tuple[StreamKind, float]], t: QualityThresholds, found: _Findings
+) -> None:
+    joints = next(((n, lat) for n, (k, lat) in latency.items() if k == "joints"), None)
+    if joints is None:
+        return
+    joint_name, joint_lat = joints
+    for name, (kind, lat) in latency.items():
+        if kind != "camera":
             continue
+        skew_s = abs(lat - joint_lat) / 1e9
         if skew_s > t.skew_fail_s:
-            found.add("fail", f"{name} vs {other} skew {1000 * skew_s:.0f} ms")
-        elif warn_s and skew_s > warn_s:
-            found.add("warn", f"{name} vs {other} skew {1000 * skew_s:.0f} ms")
+            found.add("fail", f"{name} vs {joint_name} skew {1000 * skew_s:.0f} ms")
+        elif skew_s > t.joint_skew_s:
+            found.add("warn", f"{name} vs {joint_name} skew {1000 * skew_s:.0f} ms")
