@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,38 @@ def test_episode_filters_and_pages(floor_any: Any) -> None:
     assert len(seen) == len(set(seen)) == 12
     sessions = client.get(f"{P}/sessions", params={"robot": "r1", "limit": 3}, headers=rd).json()
     assert len(sessions["items"]) == 3 and sessions["next_cursor"]
+
+
+def test_discarded_episodes_and_quality_over_the_api(floor_any: Any) -> None:
+    from test_floor_catalog import RERECORDED
+
+    client, _, tok = floor_any
+    rd = _auth(tok["reader"])
+    body = _session("r1", 1, tasks=[("fold towel", "failure"), ("fold towel", "success")],
+                    task_extra=RERECORDED)
+    r = client.put(f"{P}/robots/r1/sessions/r1_0001", json=body, headers=_auth(tok["r1"]))
+    assert r.status_code == 201 and r.json()["episodes"] == 2
+    items = client.get(f"{P}/episodes", headers=rd).json()["items"]
+    assert [(e["episode_index"], e["discarded"]) for e in items] == [(1, False)]
+    assert items[0]["quality"] == {"verdict": "warn", "reasons": ["/joints: 3 lost"]}
+    assert (items[0]["window_start_ns"], items[0]["window_end_ns"]) == (T0 + 9 * 10**9,
+                                                                        T0 + 22 * 10**9)
+    every = client.get(f"{P}/episodes", params={"include_discarded": "true"},
+                       headers=rd).json()["items"]
+    assert [(e["episode_index"], e["discarded"]) for e in every] == [(0, True), (1, False)]
+    fail = client.get(f"{P}/episodes", params={"quality": "fail", "include_discarded": "true"},
+                      headers=rd).json()["items"]
+    assert [e["episode_index"] for e in fail] == [0]
+    assert client.get(f"{P}/episodes", params={"quality": ""}, headers=rd).json()["items"]
+    r = client.get(f"{P}/episodes", params={"quality": "great"}, headers=rd)
+    assert r.status_code == 422 and r.json() == {
+        "detail": "quality 'great': expected pass, warn or fail"}
+    r = client.get(f"{P}/episodes", params={"include_discarded": "maybe"}, headers=rd)
+    assert r.status_code == 422 and r.json()["detail"].startswith("query.include_discarded:")
+    day = datetime.fromtimestamp(T0 / 10**9).date().isoformat()
+    summary = client.get(f"{P}/summary", params={"day": day}, headers=rd).json()
+    assert summary["episodes_by_outcome"] == {"success": 1}
+    assert summary["episodes_discarded"] == 1
 
 
 def test_openapi_summary_metrics_and_healthz(floor: Any) -> None:

@@ -49,6 +49,7 @@ def make_report(
     remote: str = "",
     lost: dict[str, int] | None = None,
     session_id: str | None = None,
+    task_extra: dict[int, dict[str, object]] | None = None,
 ) -> SessionReport:
     """Session ``n`` of ``robot``: one episode per (task, outcome), 10 s each, 1 s apart."""
     sid = session_id or f"{robot}_{n:04d}"
@@ -56,9 +57,11 @@ def make_report(
     entries = []
     for i, (task, outcome) in enumerate(tasks):
         t = start_ns + i * 11 * S
-        extra = {"lost": lost} if lost is not None and i == 0 else {}
-        entries.append(TaskEntry(episode_index=i, task=task, start_ns=t, end_ns=t + 10 * S,
-                                 outcome=outcome, instruction=f"please {task}", **extra))
+        extra: dict[str, object] = {"lost": lost} if lost is not None and i == 0 else {}
+        extra.update((task_extra or {}).get(i, {}))
+        entries.append(TaskEntry.model_validate(
+            {"episode_index": i, "task": task, "start_ns": t, "end_ns": t + 10 * S,
+             "outcome": outcome, "instruction": f"please {task}", **extra}))
     manifest = SessionManifest(
         session_id=sid,
         robot_id=robot,
@@ -322,6 +325,128 @@ def test_summary_and_metrics(catalog: Catalog, clock: Clock) -> None:
     assert "xsq_floor_robots_stale 1" in text
     assert 'xsq_floor_messages_lost{robot="r1"} 7' in text
     assert 'xsq_floor_upload_backlog_bytes{robot="r1"} 5000' in text
+
+
+# -- discarded episodes, quality verdicts, windows (migration 0002) ----------------------
+
+# Session 1 of r1: a failed take discarded and re-recorded (task.discard + task.start),
+# then a take the recorder judged "warn", with pre/post-roll windows on both.
+RERECORDED = {
+    0: {"discarded": True, "window_start_ns": T0 - 2 * S, "window_end_ns": T0 + 11 * S,
+        "quality": {"verdict": "fail", "reasons": ["/cam/head: stalled 2.1 s"]}},
+    1: {"window_start_ns": T0 + 9 * S, "window_end_ns": T0 + 22 * S,
+        "quality": {"verdict": "warn", "reasons": ["/joints: 3 lost"]},
+        "privacy_paused": [[T0 + 12 * S, T0 + 13 * S]]},
+}
+
+
+def test_discarded_quality_and_window_are_catalogued(catalog: Catalog) -> None:
+    catalog.ingest_session(make_report("r1", 1, tasks=[("fold towel", "failure"),
+                                                       ("fold towel", "success")],
+                                       task_extra=RERECORDED))
+    catalog.ingest_session(make_report("r1", 2, start_ns=T0 + 3600 * S))
+    # Discarded episodes are left out unless asked for.
+    kept = catalog.episodes().items
+    assert [(e.session_id, e.episode_index) for e in kept] == [
+        ("r1_0001", 1), ("r1_0002", 0), ("r1_0002", 1)]
+    assert not any(e.discarded for e in kept)
+    every = catalog.episodes(EpisodeFilter(include_discarded=True)).items
+    assert len(every) == 4
+    gone = every[0]
+    assert (gone.episode_index, gone.discarded, gone.outcome) == (0, True, "failure")
+    assert gone.quality is not None and gone.quality.verdict == "fail"
+    assert gone.quality.reasons == ["/cam/head: stalled 2.1 s"]
+    assert (gone.window_start_ns, gone.window_end_ns) == (T0 - 2 * S, T0 + 11 * S)
+    warn = every[1]
+    assert warn.quality is not None and warn.quality.model_dump() == {
+        "verdict": "warn", "reasons": ["/joints: 3 lost"]}
+    assert every[2].quality is None and every[2].window_start_ns is None  # older sessions
+
+    def keys(**kw: object) -> list[tuple[str, int]]:
+        page = catalog.episodes(EpisodeFilter(**kw))  # type: ignore[arg-type]
+        return [(e.session_id, e.episode_index) for e in page.items]
+
+    assert keys(quality="warn") == [("r1_0001", 1)]
+    assert keys(quality="fail") == []
+    assert keys(quality="fail", include_discarded=True) == [("r1_0001", 0)]
+    with pytest.raises(CatalogError, match=r"^quality 'ok': expected pass, warn or fail"):
+        keys(quality="ok")
+    # The session's detail lists every episode, the discarded one flagged.
+    detail = catalog.session("r1_0001")
+    assert detail is not None and detail.episodes == 2
+    assert [e.discarded for e in detail.episode_rows] == [True, False]
+
+
+def test_summary_counts_kept_episodes_and_discarded_apart(catalog: Catalog) -> None:
+    catalog.ingest_session(make_report("r1", 1, tasks=[("fold towel", "failure"),
+                                                       ("fold towel", "success")],
+                                       task_extra=RERECORDED))
+    name = datetime.fromtimestamp(T0 / S).date().isoformat()
+    s = catalog.summary(name)
+    assert s.episodes_by_outcome == {"success": 1}
+    assert s.episodes_by_task == {"fold towel": 1} and s.episodes_by_operator == {"op1": 1}
+    assert s.episodes_discarded == 1
+
+
+def test_upgrade_from_0001_keeps_every_row_and_backfills(db_url: str) -> None:
+    """A catalog written by the first schema, upgraded: every row stays, and episodes whose
+    stored session.json says discarded/quality/window get those (sync does not download a
+    verified session again, so the upgrade itself must fill them in)."""
+    from alembic import command
+    from sqlalchemy import MetaData, func, insert, select
+
+    engine_catalog = Catalog(db_url, migrate=False)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine_catalog.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    old = MetaData()
+    old.reflect(engine_catalog.engine)
+    assert "discarded" not in old.tables["episodes"].c
+    reports = [make_report("r1", 1, tasks=[("fold towel", "failure"), ("fold towel", "success")],
+                           task_extra=RERECORDED),
+               make_report("r2", 1, upload_state="verified", remote="s3://b/r2_0001")]
+    with engine_catalog.engine.begin() as conn:
+        conn.execute(insert(old.tables["robots"]), [
+            {"robot_id": r, "created_ns": T0} for r in ("r1", "r2")])
+        for rep in reports:
+            m = rep.manifest
+            conn.execute(insert(old.tables["sessions"]).values(
+                session_id=m.session_id, robot_id=m.robot_id, visit_id="v", operator="op1",
+                site="hall-a", state="closed", start_ns=m.started_ns, end_ns=m.ended_ns,
+                bytes=1000, remote=rep.remote, upload_state=rep.upload_state,
+                manifest_sha256="0" * 64, manifest=m.model_dump(mode="json"), updated_ns=T0))
+            for t in m.tasks:
+                conn.execute(insert(old.tables["episodes"]).values(
+                    session_id=m.session_id, episode_index=t.episode_index,
+                    robot_id=m.robot_id, task=t.task, instruction="", outcome=t.outcome,
+                    operator="op1", site="hall-a", visit_id="v", start_ns=t.start_ns,
+                    end_ns=t.end_ns, duration_sec=10.0, lost={}, lost_total=0))
+            conn.execute(insert(old.tables["files"]).values(
+                session_id=m.session_id, key="data_0.mcap", size=1000, sha256="0" * 64))
+    counts = {}
+    with engine_catalog.engine.connect() as conn:
+        for name in ("robots", "sessions", "episodes", "files"):
+            counts[name] = conn.scalar(select(func.count()).select_from(old.tables[name]))
+    engine_catalog.close()
+    assert counts == {"robots": 2, "sessions": 2, "episodes": 4, "files": 2}
+
+    with Catalog(db_url) as c:  # opening migrates to the head
+        assert current_revision(c.engine) == HEAD
+        with c.engine.connect() as conn:
+            for name, n in counts.items():
+                assert conn.scalar(select(func.count()).select_from(old.tables[name])) == n
+        every = c.episodes(EpisodeFilter(include_discarded=True)).items
+        assert len(every) == 4
+        r1 = {e.episode_index: e for e in every if e.robot_id == "r1"}
+        assert r1[0].discarded and r1[0].quality is not None
+        assert r1[0].quality.reasons == ["/cam/head: stalled 2.1 s"]
+        assert (r1[1].discarded, r1[1].window_end_ns) == (False, T0 + 22 * S)
+        assert [e.quality for e in every if e.robot_id == "r2"] == [None, None]
+        assert len(c.episodes().items) == 3
+        assert c.session("r2_0001") is not None
+        assert c.session("r2_0001").upload_state == "verified"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

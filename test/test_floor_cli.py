@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.localserver import LocalS3Server, free_port
-from test_floor_catalog import make_report
+from test_floor_catalog import T0, make_report
 
 from xsquare_logger.floor.catalog import Catalog
 
@@ -129,6 +129,32 @@ def test_episodes_from_the_database_as_csv_and_json(tmp_path: Path) -> None:
     assert len(json.loads(p.stdout)) == 4  # over two internal pages of the catalog
     p = xsq("floor", "episodes", "--db", url, "--outcome", "failure", "--robot", "r1")
     assert len(p.stdout.strip().splitlines()) == 3 and "pick cup" in p.stdout
+
+
+def test_episodes_discarded_and_quality_flags(tmp_path: Path) -> None:
+    from test_floor_catalog import RERECORDED
+
+    url = f"sqlite:///{tmp_path}/f.db"
+    with Catalog(url) as c:
+        c.ingest_session(make_report("r1", 1, tasks=[("fold towel", "failure"),
+                                                     ("fold towel", "success")],
+                                     task_extra=RERECORDED))
+    p = xsq("floor", "episodes", "--db", url, "--csv")
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert [(r["episode_index"], r["discarded"], r["quality"]) for r in rows] == [
+        ("1", "false", "warn")]
+    assert json.loads(rows[0]["quality_reasons"]) == ["/joints: 3 lost"]
+    assert rows[0]["window_end_ns"] == str(T0 + 22 * 10**9)
+    p = xsq("floor", "episodes", "--db", url, "--include-discarded", "--quality", "fail",
+            "--json")
+    got = json.loads(p.stdout)
+    assert [(r["episode_index"], r["discarded"]) for r in got] == [(0, True)]
+    p = xsq("floor", "episodes", "--db", url, "--include-discarded")
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 2 and "discarded" in lines[0] and "discarded" not in lines[1]
+    assert "quality=warn" in lines[1]
+    one_line_error(xsq("floor", "episodes", "--db", url, "--quality", "ok"),
+                   "quality 'ok': expected pass, warn or fail")
 
 
 # -- sync from a real S3 bucket --------------------------------------------------------------

@@ -192,12 +192,15 @@ class Fleet:
 
 
 def session_report(robot_id: str, session_id: str, operator: str,
-                   episodes: list[tuple[str, str]]) -> bytes:
-    """A closed session with ``episodes`` = [(task, outcome), ...], 10 s each, from now."""
+                   episodes: list[tuple[str, str]], discarded: frozenset[int] = frozenset(),
+                   ) -> bytes:
+    """A closed session with ``episodes`` = [(task, outcome), ...], 10 s each, from now;
+    the ``discarded`` indexes re-recorded on the tablet."""
     t0 = time.time_ns() - len(episodes) * 11 * 10**9
     tasks = [
         TaskEntry(episode_index=i, task=task, outcome=outcome, operator=operator,
-                  start_ns=t0 + i * 11 * 10**9, end_ns=t0 + i * 11 * 10**9 + 10 * 10**9)
+                  start_ns=t0 + i * 11 * 10**9, end_ns=t0 + i * 11 * 10**9 + 10 * 10**9,
+                  discarded=i in discarded)
         for i, (task, outcome) in enumerate(episodes)
     ]
     manifest = SessionManifest(
@@ -305,14 +308,17 @@ def test_dashboard_shows_100_robots_flags_and_finds_episodes(
         ("robot-001", s1, "op12"): [("fold towel", "success")] * 55
         + [("fold towel", "failure"), ("pour water", "success")],
         ("robot-002", s2, "op7"): [("pour water", "failure"), ("fold towel", "success"),
-                                   ("fold towel", "aborted"), ("fold towel", "success")],
+                                   ("fold towel", "aborted"), ("fold towel", "success"),
+                                   ("fold towel", "success")],
     }
+    gone = {s2: frozenset({4})}  # re-recorded: neither found nor counted
     expected = set()
     for (robot, session, operator), episodes in sessions.items():
+        discarded = gone.get(session, frozenset())
         floor.call("PUT", f"/robots/{robot}/sessions/{session}", floor.robot_tokens[robot],
-                   session_report(robot, session, operator, episodes))
+                   session_report(robot, session, operator, episodes, discarded))
         expected |= {(robot, session, i) for i, (task, outcome) in enumerate(episodes)
-                     if (task, outcome) == ("fold towel", "success")}
+                     if (task, outcome) == ("fold towel", "success") and i not in discarded}
 
     rows = search(browser, task="fold towel", outcome="success")
     assert len(rows) == len(expected) == 57  # more than one page: "more" was used
@@ -324,6 +330,7 @@ def test_dashboard_shows_100_robots_flags_and_finds_episodes(
     # Today's totals come from the summary (polled every ~5 s): 55 + 1 + 2 successes.
     wait(browser, "today's totals", lambda d: "success 58" in d.find_element(
         By.ID, "t-outcomes").text, timeout=30)
+    assert browser.find_element(By.ID, "t-discarded").text == "1"
 
     # A wrong token brings back the sign-in with a one-line message.
     browser.get("about:blank")

@@ -31,7 +31,8 @@ DB_ENV = "XSQ_FLOOR_DB"
 TOKEN_ENV = "XSQ_FLOOR_TOKEN"
 EPISODE_FIELDS = ("robot_id", "session_id", "episode_index", "task", "instruction", "outcome",
                   "operator", "site", "visit_id", "start_ns", "end_ns", "duration_sec",
-                  "lost", "remote", "upload_state")
+                  "lost", "remote", "upload_state", "discarded", "quality",
+                  "quality_reasons", "window_start_ns", "window_end_ns")
 
 log = logging.getLogger(__name__)
 _SubParsers = argparse._SubParsersAction
@@ -87,6 +88,10 @@ def add_parser(sub: _SubParsers) -> None:
                                     "database itself (--db URL).")
     for name in ("task", "outcome", "operator", "robot", "site"):
         e.add_argument(f"--{name}")
+    e.add_argument("--quality", metavar="VERDICT",
+                   help="the recorder's verdict: pass, warn or fail")
+    e.add_argument("--include-discarded", action="store_true",
+                   help="also list discarded (re-recorded) episodes")
     e.add_argument("--since", help="start >= this: YYYY-MM-DD, ISO date-time or ns")
     e.add_argument("--until", help="start < this (same forms)")
     e.add_argument("--limit", type=int, default=100, help="rows at most (default 100)")
@@ -259,8 +264,12 @@ def _tokens(args: argparse.Namespace) -> int:
 
 
 def _filters(args: argparse.Namespace) -> dict[str, str]:
-    names = ("task", "outcome", "operator", "robot", "site", "since", "until")
-    return {n: getattr(args, n) for n in names if getattr(args, n)}
+    # getattr: callers that build args themselves (xsq export) may leave the newer out.
+    names = ("task", "outcome", "operator", "robot", "site", "since", "until", "quality")
+    found = {n: getattr(args, n, None) for n in names}
+    if getattr(args, "include_discarded", False):
+        found["include_discarded"] = "true"
+    return {n: v for n, v in found.items() if v}
 
 
 def _http_pages(args: argparse.Namespace, token: str) -> list[dict[str, Any]]:
@@ -302,6 +311,7 @@ def _db_pages(args: argparse.Namespace) -> list[dict[str, Any]]:
         robot=f.get("robot"), site=f.get("site"),
         since_ns=parse_time_ns(f["since"], "--since") if "since" in f else None,
         until_ns=parse_time_ns(f["until"], "--until") if "until" in f else None,
+        quality=f.get("quality"), include_discarded="include_discarded" in f,
     )
     rows: list[dict[str, Any]] = []
     cursor = None
@@ -341,15 +351,31 @@ def _episodes(args: argparse.Namespace) -> int:
         w = csv.writer(out)
         w.writerow(EPISODE_FIELDS)
         for r in rows:
-            w.writerow([json.dumps(r.get(k, {}), sort_keys=True) if k == "lost"
-                        else ("" if r.get(k) is None else r.get(k)) for k in EPISODE_FIELDS])
+            w.writerow([_csv_cell(r, k) for k in EPISODE_FIELDS])
     else:
         for r in rows:
             lost = sum((r.get("lost") or {}).values())
+            verdict = (r.get("quality") or {}).get("verdict") or "-"
+            gone = "\tdiscarded" if r.get("discarded") else ""
             print(f"{r['session_id']}#{r['episode_index']}\t{r['robot_id']}\t{r['task']}\t"
                   f"{r.get('outcome') or '-'}\t{r.get('operator') or '-'}\t"
-                  f"{r.get('duration_sec') or 0:.1f}s\tlost={lost}\t{r.get('remote') or '-'}")
+                  f"{r.get('duration_sec') or 0:.1f}s\tlost={lost}\tquality={verdict}\t"
+                  f"{r.get('remote') or '-'}{gone}")
     return 0
+
+
+def _csv_cell(row: dict[str, Any], key: str) -> Any:
+    quality = row.get("quality") or {}
+    if key == "lost":
+        return json.dumps(row.get("lost", {}), sort_keys=True)
+    if key == "quality":
+        return quality.get("verdict", "")
+    if key == "quality_reasons":
+        return json.dumps(quality.get("reasons", [])) if quality else ""
+    if key == "discarded":
+        return "true" if row.get("discarded") else "false"
+    value = row.get(key)
+    return "" if value is None else value
 
 
 # -- sync -------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from xsquare_logger.floor.catalog import (
     Principal,
     parse_time_ns,
 )
-from xsquare_logger.floor.catalog.query import MAX_LIMIT
+from xsquare_logger.floor.catalog.query import MAX_LIMIT, QUALITY_VERDICTS
 from xsquare_logger.floor.metrics import CONTENT_TYPE, render
 from xsquare_logger.floor.protocol import (
     API_PREFIX,
@@ -131,6 +131,11 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Rows per page.")]
 Since = Annotated[str | None, Query(description="Start >= this: YYYY-MM-DD, ISO 8601 "
                                                 "date-time, or ns since the epoch.")]
 Until = Annotated[str | None, Query(description="Start < this (same forms as since).")]
+# A plain string, not an enum: an empty ?quality= means no filter, like every filter here.
+Quality = Annotated[str | None, Query(description="The recorder's verdict: "
+                                                  f"{' | '.join(QUALITY_VERDICTS)}.")]
+IncludeDiscarded = Annotated[bool, Query(description="Also list discarded (re-recorded) "
+                                                     "episodes.")]
 
 
 def _own_robot(robot_id: str, who: Principal) -> None:
@@ -245,12 +250,14 @@ def create_app(catalog: Catalog, dashboard: Path | None = DASHBOARD) -> FastAPI:
         _: Reader, task: str | None = None, outcome: str | None = None,
         operator: str | None = None, robot: str | None = None, site: str | None = None,
         since: Since = None, until: Until = None, limit: Limit = 100,
-        cursor: str | None = None,
+        cursor: str | None = None, quality: Quality = None,
+        include_discarded: IncludeDiscarded = False,
     ) -> EpisodePage:
         where = EpisodeFilter(task=task or None, outcome=outcome or None,
                               operator=operator or None, robot=robot or None,
                               site=site or None, since_ns=_time(since, "since"),
-                              until_ns=_time(until, "until"))
+                              until_ns=_time(until, "until"), quality=quality or None,
+                              include_discarded=include_discarded)
         return catalog.episodes(where, limit, cursor or None)
 
     @app.get(f"{p}/summary", response_model=FloorSummary, tags=["floor"],

@@ -51,7 +51,10 @@ def render(catalog: Catalog) -> str:
            [(f'{{robot="{_label(r)}"}}', hb.upload_backlog_bytes) for r, hb in reporting])
     summary = catalog.summary()
     _gauge(out, "xsq_floor_episodes_today",
-           "Episodes started today (service local time) by outcome.",
+           "Episodes started today (service local time) and kept, by outcome.",
            [(f'{{outcome="{_label(o)}"}}', n)
             for o, n in sorted(summary.episodes_by_outcome.items())])
+    _gauge(out, "xsq_floor_episodes_discarded_today",
+           "Episodes started today and discarded (re-recorded); not in episodes_today.",
+           [("", summary.episodes_discarded)])
     return "\n".join(out) + "\n"

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from xsquare_logger.session.health import EpisodeQuality
 from xsquare_logger.session.manifest import SessionManifest
 
 __all__ = [
@@ -166,6 +167,14 @@ class EpisodeRow(BaseModel):
     )
     remote: str = Field("", description="Session location at the destination ('' = not uploaded).")
     upload_state: UploadState = "pending"
+    discarded: bool = Field(False, description="Discarded on the tablet (re-recorded): kept in "
+                                               "the bag, never exported.")
+    quality: EpisodeQuality | None = Field(
+        None, description="The recorder's verdict at task.end; null = none computed.")
+    window_start_ns: int | None = Field(
+        None, description="start_ns minus the pre-roll: where an export cuts; null = none.")
+    window_end_ns: int | None = Field(
+        None, description="end_ns plus the post-roll; null = none.")
 
 
 class EpisodePage(BaseModel):
@@ -186,6 +195,8 @@ class FloorSummary(BaseModel):
     episodes_by_outcome: dict[str, int]
     episodes_by_task: dict[str, int]
     episodes_by_operator: dict[str, int]
+    episodes_discarded: int = Field(description="Episodes discarded that day (not in the "
+                                                "episodes_by_* counts).")
     upload_backlog_bytes: int
 
 

@@ -61,6 +61,7 @@ from xsquare_logger.floor.protocol import (
     SessionRow,
     session_id_prefix,
 )
+from xsquare_logger.session.health import EpisodeQuality
 from xsquare_logger.session.manifest import SessionManifest, TaskEntry
 
 __all__ = ["UPLOAD_RANK", "Catalog", "Principal", "manifest_digest"]
@@ -379,6 +380,11 @@ class Catalog:
                 duration_sec=None if t.end_ns is None else (t.end_ns - t.start_ns) / 1e9,
                 lost=lost,
                 lost_total=sum(lost.values()),
+                discarded=t.discarded,
+                quality=None if t.quality is None else t.quality.verdict,
+                quality_reasons=None if t.quality is None else list(t.quality.reasons),
+                window_start_ns=t.window_start_ns,
+                window_end_ns=t.window_end_ns,
             ))
         keys: set[str] = set()
         for f in m.files:
@@ -499,6 +505,11 @@ class Catalog:
             site=e.site, visit_id=e.visit_id, start_ns=e.start_ns, end_ns=e.end_ns,
             duration_sec=e.duration_sec, lost=dict(e.lost or {}), remote=s.remote,
             upload_state=s.upload_state,  # type: ignore[arg-type]
+            discarded=e.discarded,
+            quality=None if e.quality is None else EpisodeQuality(
+                verdict=e.quality,  # type: ignore[arg-type]
+                reasons=list(e.quality_reasons or [])),
+            window_start_ns=e.window_start_ns, window_end_ns=e.window_end_ns,
         )
 
     def episodes(
@@ -514,9 +525,12 @@ class Catalog:
             (Episode.operator, f.operator),
             (Episode.robot_id, f.robot),
             (Episode.site, f.site),
+            (Episode.quality, f.quality),
         ):
             if value:
                 conds.append(column == value)
+        if not f.include_discarded:
+            conds.append(Episode.discarded.is_(False))
         if f.since_ns is not None:
             conds.append(Episode.start_ns >= f.since_ns)
         if f.until_ns is not None:
@@ -559,11 +573,14 @@ class Catalog:
                     or_(Session.end_ns.is_(None), Session.end_ns >= start),
                 )
             ).all()
+            day_eps = (Episode.start_ns >= start, Episode.start_ns < end)
             eps = db.execute(
                 select(Episode.outcome, Episode.task, Episode.operator).where(
-                    Episode.start_ns >= start, Episode.start_ns < end
+                    *day_eps, Episode.discarded.is_(False)
                 )
             ).all()
+            discarded = db.scalar(select(func.count()).select_from(Episode).where(
+                *day_eps, Episode.discarded.is_(True)))
         ns = 0
         known = set()
         for sid, s0, s1 in sessions:
@@ -586,6 +603,7 @@ class Catalog:
             episodes_by_outcome=dict(Counter(o or "unknown" for o, _, _ in eps)),
             episodes_by_task=dict(Counter(t for _, t, _ in eps)),
             episodes_by_operator=dict(Counter(op for _, _, op in eps)),
+            episodes_discarded=int(discarded or 0),
             upload_backlog_bytes=sum(
                 t.last_heartbeat.upload_backlog_bytes for t in tiles if t.last_heartbeat
             ),

@@ -34,7 +34,7 @@ __all__ = [
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 log = logging.getLogger(__name__)
-HEAD = "0001"  # the newest migration (test_floor_catalog checks it is the head)
+HEAD = "0002"  # the newest migration (test_floor_catalog checks it is the head)
 
 
 class CatalogError(XsqError):

@@ -16,7 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = ["Base", "Episode", "File", "Robot", "RobotStatus", "Session", "Token"]
@@ -108,6 +119,13 @@ class Episode(Base):
     duration_sec: Mapped[float | None] = mapped_column(Float, nullable=True)
     lost: Mapped[dict[str, int]] = mapped_column(JSON)
     lost_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    # From the manifest's task (migration 0002): task.discard, the task.end verdict, and
+    # the taps widened by the pre/post-roll.
+    discarded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    quality: Mapped[str | None] = mapped_column(Text, nullable=True)  # pass|warn|fail
+    quality_reasons: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    window_start_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    window_end_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     __table_args__ = (
         Index("ix_episodes_start", "start_ns", "session_id", "episode_index"),
@@ -115,6 +133,7 @@ class Episode(Base):
         Index("ix_episodes_outcome", "outcome", "start_ns", "session_id", "episode_index"),
         Index("ix_episodes_operator", "operator", "start_ns", "session_id", "episode_index"),
         Index("ix_episodes_robot", "robot_id", "start_ns", "session_id", "episode_index"),
+        Index("ix_episodes_quality", "quality", "start_ns", "session_id", "episode_index"),
     )
 
 

@@ -13,11 +13,14 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import get_args
 
 from xsquare_logger.floor.catalog.db import CatalogError
+from xsquare_logger.session.health import EpisodeQuality
 
 __all__ = [
     "MAX_LIMIT",
+    "QUALITY_VERDICTS",
     "EpisodeFilter",
     "check_limit",
     "day_range_ns",
@@ -27,6 +30,8 @@ __all__ = [
 ]
 
 MAX_LIMIT = 1000
+#: EpisodeQuality.verdict's values (session/health.py), in the order the docs list them.
+QUALITY_VERDICTS: tuple[str, ...] = get_args(EpisodeQuality.model_fields["verdict"].annotation)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,13 @@ class EpisodeFilter:
     site: str | None = None
     since_ns: int | None = None  # episode start >= since
     until_ns: int | None = None  # episode start < until
+    quality: str | None = None  # the recorder's verdict: one of QUALITY_VERDICTS
+    include_discarded: bool = False  # discarded (re-recorded) episodes are left out
+
+    def __post_init__(self) -> None:
+        if self.quality and self.quality not in QUALITY_VERDICTS:
+            raise CatalogError(f"quality {self.quality!r}: expected "
+                               f"{', '.join(QUALITY_VERDICTS[:-1])} or {QUALITY_VERDICTS[-1]}")
 
 
 def _ns(dt: datetime) -> int:

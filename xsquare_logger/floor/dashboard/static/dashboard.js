@@ -237,6 +237,8 @@
     const outcomes = sortedCounts(s.episodes_by_outcome);
     $("t-outcomes").textContent = outcomes.length
       ? outcomes.map(([k, n]) => `${k} ${n}`).join(" · ") : "0";
+    // Totals count kept episodes only; re-recorded takes are shown apart.
+    $("t-discarded").textContent = String(s.episodes_discarded ?? 0);
     $("t-backlog").textContent = gb(s.upload_backlog_bytes);
     $("t-day").textContent = s.day;
     countTable("by-task", s.episodes_by_task);
