@@ -56,9 +56,12 @@ def test_camera_stopping_mid_episode_fails_with_its_stall() -> None:
 
 
 def test_camera_never_seen_in_the_episode_is_missing() -> None:
-    empty = series("head camera", 30, drop=(0, 10))
+    empty = StreamSeries(**{**series("head camera", 30, drop=(0, 10)).__dict__, "seen": False})
     q = judge(humanoid(head_camera=empty), THR)
     assert q.verdict == "fail" and "head camera missing: no message in the episode" in q.reasons
+    # Seen before the episode, silent all through it: a stall as long as the episode.
+    dead = StreamSeries(**{**empty.__dict__, "seen": True})
+    assert judge([dead], THR).reasons == ["head camera stalled 5.0 s"]
     never = StreamSeries(**{**empty.__dict__, "subscribed": False})
     assert judge([never], THR).reasons == ["head camera missing: /head_camera never appeared"]
 

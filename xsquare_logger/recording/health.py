@@ -260,6 +260,7 @@ class HealthTracker:
                 start_ns=start, end_ns=max(start, end), recv_ns=recv, stamp_ns=stamp,
                 lost=self._lost_since(topic, start, int(lost_by_topic.get(topic, 0))),
                 subscribed=bool(m.subscribed_ns) or bool(m.count),
+                seen=bool(m.count),
             ))
         open_pause = [(s, e if e else end) for s, e in paused]
         return judge(series, self.thresholds, open_pause)

@@ -102,6 +102,7 @@ class StreamSeries:
     stamp_ns: npt.NDArray[np.int64]
     lost: int = 0
     subscribed: bool = True
+    seen: bool = True  # delivered anything in the session (before the range, too)
 
 
 @dataclass
@@ -192,15 +193,19 @@ def judge(
         times = s.recv_ns[keep]
         span_ns = max(0, s.end_ns - s.start_ns) - _overlap(s.start_ns, s.end_ns, cut)
         period_s = 1.0 / s.nominal_hz
-        if times.size == 0:
+        if times.size == 0 and not s.seen:
             if span_ns > 0:
                 found.add("fail", f"{s.name} missing: no message in the episode")
             continue
-        gap_s = _longest_gap_ns(times, s.start_ns, s.end_ns, cut) / 1e9
+        # Silent through the whole range after delivering before it: one long gap.
+        gap_s = (_longest_gap_ns(times, s.start_ns, s.end_ns, cut) if times.size
+                 else span_ns) / 1e9
         if gap_s >= stall_s(s.nominal_hz, t.stalled_periods, t.stalled_min_s):
             found.add("fail", f"{s.name} stalled {gap_s:.1f} s")
         elif gap_s > max(t.gap_warn_periods * period_s, t.gap_warn_min_s):
             found.add("warn", f"{s.name} gap {gap_s:.2f} s")
+        if times.size == 0:
+            continue  # the stall says it all
         span_s = span_ns / 1e9
         if span_s >= 10 * period_s:
             rate = times.size / span_s
