@@ -279,16 +279,17 @@ def test_streams_are_unknown_until_the_recorder_measures() -> None:
 
 def test_a_stalled_stream_during_a_task_is_the_error_banner() -> None:
     r = Robot(streams=STREAMS)
-    health = [StreamHealth(name="head camera", topic="/camera/head/image_raw", state="stalled",
-                           rate_hz=0.0, nominal_hz=30, lost=0, last_seen_s=4.2),
+    health = [StreamHealth(name="head camera", topic="/camera/head/image_raw", kind="camera",
+                           state="stalled", rate_hz=0.0, nominal_hz=30, lost=0, last_seen_s=4.2),
               StreamHealth(name="joints", topic="/joint_states", state="ok", rate_hz=499.7,
                            nominal_hz=500, last_seen_s=0.002)]
     r.rec.stream_health = lambda: health  # type: ignore[attr-defined]
     r.ok("session.start", VISIT)
     snap = r.m.snapshot()
     assert snap["streams"][0] == {"name": "head camera", "topic": "/camera/head/image_raw",
-                                  "state": "stalled", "rate_hz": 0.0, "nominal_hz": 30.0,
-                                  "lost": 0, "last_seen_s": 4.2}
+                                  "kind": "camera", "state": "stalled", "rate_hz": 0.0,
+                                  "nominal_hz": 30.0, "lost": 0, "last_seen_s": 4.2,
+                                  "paused": False}
     assert snap["stream_alert"] == ""  # no task open: a tile, not a banner
     r.ok("task.start", {"task": "fold"})
     assert r.m.snapshot()["stream_alert"] == "head camera stalled"
