@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-upload", action="store_true")
     ap.add_argument("--skip-floor", action="store_true")
     ap.add_argument("--skip-export", action="store_true")
+    ap.add_argument("--skip-health", action="store_true")
     ap.add_argument("--floor-duration", type=float, default=60.0,
                     help="seconds the floor benchmark's 100 robots heartbeat (default 60)")
     ap.add_argument("--keep", action="store_true", help="keep the session under bench_out/")
@@ -285,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
               "sessions, local 1/2 workers and from S3, 3 runs", flush=True)
         results["export"] = export.run()
         export.print_table(results["export"])
+    if not args.skip_health:
+        from benchmarks import health
+
+        print("[bench] stream health + previews: recorder CPU on vs off, halt -> stalled, "
+              "3 runs each", flush=True)
+        results["health"] = health.run(profile=args.profile)
+        health.print_table(results["health"])
     if not args.skip_humanoid:
         if args.keep:
             Path("bench_out").mkdir(exist_ok=True)
