@@ -14,6 +14,10 @@ the sim's head camera is halted (SIGUSR1) and the status is polled every 20 ms u
 says ``stalled``: the time from halt to status (the stall rule itself waits
 ``max(stalled_periods / nominal, stalled_min_s)`` = 0.5 s at 30 Hz).
 
+A micro phase times the subscription callback alone, in this process (no DDS): a
+JointState through the plain callback (health off) and through the observed one
+(health on: the monitor's append and the header stamp read), per message, 3 runs.
+
 ``python -m benchmarks.health [--duration S] [--runs N] [--profile humanoid]``
 """
 
@@ -131,8 +135,42 @@ def one_run(arm: str, duration: float, profile: str, workdir: Path, domain: int)
         stop(stack, timeout=120)
 
 
+def callback_cost_us(health: bool, n: int = 200_000) -> float:
+    """CPU µs per message of the JointState subscription callback (queue drained aside)."""
+    from rclpy.serialization import serialize_message
+    from support import known
+
+    from xsquare_logger.bag.qos import make_qos
+    from xsquare_logger.config.model import LoggerConfig, apply_overrides
+    from xsquare_logger.recording.recorder import Recorder
+
+    cfg = apply_overrides(LoggerConfig(), {
+        "recording.disk_reserve_bytes": 0, "health.enabled": health,
+        "health.streams": [{"name": "joints", "topic": known.JOINT_TOPIC, "nominal_hz": 500}],
+    }, "bench")
+    with tempfile.TemporaryDirectory(prefix="xsq-health-cb-") as tmp:
+        rec = Recorder(cfg, Path(tmp) / "s", "s")
+        cb = rec.add_topic(known.JOINT_TOPIC, "sensor_msgs/msg/JointState", [make_qos()])
+        data = serialize_message(known.joint_state(0))
+        gid = {"implementation_identifier": "rmw_fastrtps_cpp", "data": b"A" * 16}
+        base = time.time_ns()
+        infos = [{"received_timestamp": base + i * 2_000_000, "source_timestamp": base,
+                  "publication_sequence_number": i + 1, "publisher_gid": gid}
+                 for i in range(n)]
+        t0 = time.process_time()
+        for info in infos:
+            cb(data, info)
+        spent = time.process_time() - t0
+        rec.start()
+        rec.stop()
+    return 1e6 * spent / n
+
+
 def run(duration: float = 20.0, runs: int = 3, profile: str = "humanoid",
         domain: int = 63) -> dict[str, Any]:
+    micro = {"off": [callback_cost_us(False) for _ in range(runs)],
+             "on": [callback_cost_us(True) for _ in range(runs)]}
+    print(f"[health] callback µs/message: {json.dumps(micro)}", flush=True)
     results: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
     for i in range(runs):
         for arm in ("on", "off") if i % 2 == 0 else ("off", "on"):
@@ -141,7 +179,7 @@ def run(duration: float = 20.0, runs: int = 3, profile: str = "humanoid",
             print(f"[health] run {i + 1} {arm}: {json.dumps(r)}", flush=True)
             results[arm].append(r)
     load = psutil.getloadavg()
-    return {"profile": profile, "duration_s": duration, "runs": results,
+    return {"profile": profile, "duration_s": duration, "runs": results, "callback_us": micro,
             "loadavg_1_5_15": [round(x, 2) for x in load]}
 
 
@@ -163,6 +201,9 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"extra (on - off, paired runs)      : {_spread(pairs)}  (target < 2)")
     print(f"halt -> status 'stalled' (s)       : {_spread(stall)}  (target < 2)")
     print(f"load average 1/5/15 at the end     : {r['loadavg_1_5_15']}")
+    micro = r["callback_us"]
+    print(f"callback µs/message, health off     : {_spread(micro['off'])}")
+    print(f"callback µs/message, health on      : {_spread(micro['on'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
