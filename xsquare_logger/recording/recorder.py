@@ -28,6 +28,7 @@ from xsquare_logger.config.model import LoggerConfig, config_digest
 from xsquare_logger.errors import XsqError
 from xsquare_logger.recording.health import HealthTracker, StreamMonitor
 from xsquare_logger.recording.memory import BurstTrimmer, release_free_memory
+from xsquare_logger.recording.pause import WritingPause
 from xsquare_logger.recording.preview import Preview, PreviewLane, PreviewMaker
 from xsquare_logger.recording.queue import ByteBoundedQueue
 from xsquare_logger.recording.sequence import SequenceTracker
@@ -61,6 +62,7 @@ CURRENT_TASK_TYPE = "std_msgs/msg/String"
 # Topics the recorder writes itself (never subscribed: that would record them twice).
 INTERNAL_TOPICS = frozenset({STATUS_TOPIC, TASK_EVENTS_TOPIC, CURRENT_TASK_TOPIC})
 _EVENT = -1  # queue index of an internal tablet event
+_SPLIT = -2  # queue index of a split request (~/split_bagfile)
 
 #: Camera payloads: not written under the privacy pause (recording/health.py: kind camera).
 CAMERA_TYPES = frozenset({
@@ -223,6 +225,9 @@ class Recorder:
         self._pauses: list[list[int]] = []
         self._camera_indices: set[int] = set()
         self.paused_frames = 0  # camera frames received under the pause (not written, not lost)
+        # rosbag2 ~/pause: recorded topics received but not written (recording/pause.py).
+        self.writing_pause = WritingPause()
+        self.paused_messages = 0  # received under the writing pause (not written, not lost)
         self.stats: list[TopicStats] = []
         self._seq: list[SequenceTracker] = []
         self._by_name: dict[str, int] = {}
@@ -450,6 +455,14 @@ class Recorder:
         lost = self._lost_by_topic() if event.kind in ("task_start", "task_end") else None
         self.queue.put((_EVENT, b"", {"event": (event, event_cdr, current_task_cdr, lost)}), 0)
 
+    def request_split(self) -> None:
+        """Finish the current file once everything queued before is written (any thread)."""
+        self.queue.put((_SPLIT, b"", {}), 0)
+
+    def set_writing_paused(self, paused: bool, stamp_ns: int) -> bool:
+        """rosbag2 pause/resume from ``stamp_ns`` (receive time) on; False: already so."""
+        return self.writing_pause.set(paused, stamp_ns)
+
     def _lost_by_topic(self) -> dict[str, int]:
         """Each recorded topic's lost counter (any thread; reads only)."""
         internal = {self._status_index, self._event_index, self._current_task_index}
@@ -568,6 +581,13 @@ class Recorder:
             if index == _EVENT:
                 self._write_event(*info["event"])
                 continue
+            if index == _SPLIT:
+                if not self._disk_failed:
+                    try:
+                        self.writer.split()
+                    except _WRITE_ERRORS as exc:
+                        self._disk_error(exc)
+                continue
             stats = self.stats[index]
             seq = info.get("publication_sequence_number") or 0
             stats.publishers = self._seq[index].publishers
@@ -577,6 +597,9 @@ class Recorder:
             recv = info.get("received_timestamp") or time.time_ns()
             if cameras is not None and index in cameras and self._in_pause(recv):
                 continue  # received before the pause flag was up; under it by its stamp
+            if self.writing_pause.covers(recv):
+                self.paused_messages += 1
+                continue
             src = info.get("source_timestamp") or recv
             try:
                 write(index, recv, src, msg, seq & 0xFFFFFFFF)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from xsquare_logger.session.manifest import FileEntry, SessionManifest, write_ma
 from xsquare_logger.session.metadata import BagFile, BagTopic, build_metadata, metadata_text
 
 __all__ = ["ACTIVE_SUFFIX", "SessionExistsError", "SessionWriter", "SessionWriterError"]
+
+log = logging.getLogger(__name__)
 
 
 class SessionWriterError(XsqError):
@@ -97,6 +100,9 @@ class SessionWriter:
         self._file_index = 0
         self._closed_bytes = 0
         self.closed = False
+        # Told of every finished file (writer thread): its entry and messages per topic
+        # (the ROS ~/events/write_split); a failing listener never costs the recording.
+        self.on_file_closed: Callable[[FileEntry, dict[str, int], bool], None] | None = None
         write_manifest(directory, manifest)
 
     def __enter__(self) -> SessionWriter:
@@ -211,6 +217,13 @@ class SessionWriter:
             cfg.max_bag_duration and log_time - f.first_log_ns >= cfg.max_bag_duration * 1e9
         )
 
+    def split(self) -> bool:
+        """Finish the open file now; the next message opens a new one. False: no file open."""
+        if self.closed or self._file is None:
+            return False
+        self._close_file()
+        return True
+
     def flush(self) -> None:
         if self._file:
             # Queued on the writer's I/O thread behind the chunks before it: the
@@ -218,12 +231,13 @@ class SessionWriter:
             self._file.writer.flush(fsync=self.config.fsync, wait=False)
 
     # -- finalisation -----------------------------------------------------------------------
-    def _close_file(self) -> None:
+    def _close_file(self, last: bool = False) -> None:
         f = self._file
         if f is None:
             return
         self._file = None
         w = f.writer
+        counts = {t.name: t.file_count for t in self.topics if t.in_bag and t.file_count}
         # As rosbag2 does, written at close with the final values, and those of this file
         # alone: a lone .mcap (a clip, one uploaded file) describes itself correctly.
         w.add_metadata("rosbag2", {"serialized_metadata": metadata_text(self._file_doc(f))})
@@ -248,6 +262,11 @@ class SessionWriter:
             )
         )
         self._write_indexes()
+        if self.on_file_closed is not None:
+            try:
+                self.on_file_closed(self.files[-1], counts, last)
+            except Exception:
+                log.exception("file-closed listener failed")
 
     def _index(self) -> SessionIndex:
         return SessionIndex(self.manifest, self.topics, self.files)
@@ -274,7 +293,7 @@ class SessionWriter:
         """Finalize the open file, metadata.yaml and session.json."""
         if self.closed:
             return
-        self._close_file()
+        self._close_file(last=True)
         self.closed = True
         self.manifest.state = "closed"
         self.manifest.close_reason = reason
