@@ -97,6 +97,8 @@ class RecorderNode(Node):
         self.auto_stop_reason: str | None = None
         self.auto_stopped = threading.Event()
         self.on_auto_stop: list[Callable[[str], None]] = []
+        # Told of each new recorder before it starts (ros/services.py: file events).
+        self.on_session_started: list[Callable[[Recorder], None]] = []
         self.on_session_closed: list[Callable[[SessionManifest], None]] = []
         self._lock = threading.RLock()
         self._status_pub = self.create_publisher(
@@ -151,6 +153,8 @@ class RecorderNode(Node):
             )
             self.recorder = recorder
             self.session_dir = session_dir
+            for callback in self.on_session_started:
+                callback(recorder)
             recorder.start()
             self.get_logger().info(f"recording session {session_id} into {session_dir}")
             self.discover()
