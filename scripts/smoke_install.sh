@@ -4,9 +4,9 @@
 #   1. a FRESH venv; `pip install -c constraints.txt '<copy of the repo>[ros-wheels]'`
 #      (plain install, no -e, no requirements.txt: setup.py's dependencies only, next to
 #      the ROS 2 PyPI wheels); every xsquare_logger module must import from it, except
-#      the floor service's, which may miss only what the [floor] extra provides; then
-#      `xsq floor serve` must say so in one line (exit 2); then with '.[floor]' every
-#      module imports
+#      the floor service's and export's, which may miss only what their extra provides;
+#      then `xsq floor serve` / `xsq export lerobot` must say so in one line (exit 2);
+#      then with '.[floor,export]' every module imports (ray is imported lazily)
 #   2. the Docker image's pins (docker/image_constraints.py: Ubuntu 24.04's numpy/PyYAML)
 #      must resolve for Python 3.12 on x86_64 and aarch64 (pip --dry-run; no Docker here)
 #   3. msg/ built into the venv (scripts/build_msgs.sh; its build tools are the
@@ -66,8 +66,8 @@ pipq install -q -c "$SRC/constraints.txt" "$SRC[ros-wheels]"
 PY="$VENV/bin/python"
 XSQ="$VENV/bin/xsq"
 
-# import_all [floor]: import every module of the installed package. With "floor", a module
-# of xsquare_logger.floor may miss only what the [floor] extra provides.
+# import_all [extras]: import every module of the installed package. With "extras", a module
+# of xsquare_logger.floor / .export may miss only what its extra provides.
 import_all() {
   (cd "$WORK" && EXTRA_OK="${1:-}" "$PY" - <<'EOF'
 import importlib
@@ -77,9 +77,14 @@ import sys
 
 import xsquare_logger
 
-# Import names of the [floor] extra (setup.py) and what it pulls in.
-FLOOR = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "mako"}
-extra_ok = os.environ.get("EXTRA_OK") == "floor"
+# Import names of the extras (setup.py) and what they pull in, by the package that needs
+# them: only those modules may miss only those names on a plain install.
+EXTRAS = {
+    "xsquare_logger.floor.": {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic",
+                              "psycopg", "mako"},  # [floor]
+    "xsquare_logger.export.": {"pyarrow", "av", "ray"},  # [export], [ray]
+}
+extra_ok = os.environ.get("EXTRA_OK") == "extras"
 assert xsquare_logger.__file__.startswith(sys.prefix), xsquare_logger.__file__
 bad, optional = [], []
 for mod in pkgutil.walk_packages(xsquare_logger.__path__, "xsquare_logger."):
@@ -89,19 +94,20 @@ for mod in pkgutil.walk_packages(xsquare_logger.__path__, "xsquare_logger."):
         top = (exc.name or "").split(".")[0]
         if top == "xsquare_logger_msgs":
             continue  # built from msg/ in step 3, not a pip dependency
-        if extra_ok and mod.name.startswith("xsquare_logger.floor.") and top in FLOOR:
+        if extra_ok and any(mod.name.startswith(p) and top in names
+                            for p, names in EXTRAS.items()):
             optional.append(mod.name)
             continue
         bad.append(f"{mod.name}: {exc}")
-note = f" ({len(optional)} floor-service modules need [floor])" if optional else ""
+note = f" ({len(optional)} floor/export modules need their extra)" if optional else ""
 print(f"imported {xsquare_logger.__name__} from {xsquare_logger.__file__}{note}")
 sys.exit("\n".join(bad) if bad else 0)
 EOF
   )
 }
 
-say "import every module of the installed package (the floor service's need [floor])"
-import_all floor || fail "a module does not import from a plain install"
+say "import every module of the installed package (floor service and export: their extras)"
+import_all extras || fail "a module does not import from a plain install"
 say "xsq floor serve without the [floor] extra: one line, exit 2"
 rc=0
 "$XSQ" floor serve --data-dir "$WORK/floor" --listen 127.0.0.1:0 \
@@ -111,10 +117,19 @@ if [[ $(wc -l <"$WORK/floor.err") -ne 1 ]] || ! grep -qF "xsquare_logger[floor]"
   cat "$WORK/floor.err" >&2; fail "xsq floor serve without [floor]: not one line naming the extra"
 fi
 say "   $(cat "$WORK/floor.err")"
-say "pip install -c constraints.txt '.[ros-wheels,floor]'"
-pipq install -q -c "$SRC/constraints.txt" "$SRC[ros-wheels,floor]"
-say "import every module, the floor service's included"
-import_all || fail "a module does not import with the [floor] extra"
+say "xsq export lerobot without the [export] extra: one line, exit 2"
+rc=0
+"$XSQ" export lerobot "$WORK/dataset" "$WORK/none" >"$WORK/export.out" 2>"$WORK/export.err" \
+  </dev/null || rc=$?
+[[ $rc -eq 2 ]] || { cat "$WORK/export.err" >&2; fail "xsq export without [export] exited $rc, not 2"; }
+if [[ $(wc -l <"$WORK/export.err") -ne 1 ]] || ! grep -qF "xsquare_logger[export]" "$WORK/export.err"; then
+  cat "$WORK/export.err" >&2; fail "xsq export without [export]: not one line naming the extra"
+fi
+say "   $(cat "$WORK/export.err")"
+say "pip install -c constraints.txt '.[ros-wheels,floor,export]'"
+pipq install -q -c "$SRC/constraints.txt" "$SRC[ros-wheels,floor,export]"
+say "import every module, the floor service's and export's included"
+import_all || fail "a module does not import with the [floor] and [export] extras"
 "$RUNNER" -m pip --python "$VENV/bin/python" check || fail "pip check"
 
 if [[ "${IMAGE_PINS:-1}" == 1 ]]; then

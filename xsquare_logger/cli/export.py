@@ -52,15 +52,21 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import AbstractContextManager, nullcontext
 
     from xsquare_logger.export import ExportError
-    from xsquare_logger.export.mapping import load_mapping
-    from xsquare_logger.export.run import (
-        EpisodeFilter,
-        Runner,
-        check_output,
-        export_selected,
-        parse_since,
-        select_episodes,
-    )
+
+    try:
+        from xsquare_logger.export.mapping import load_mapping
+        from xsquare_logger.export.run import (
+            EpisodeFilter,
+            Runner,
+            check_output,
+            export_selected,
+            parse_since,
+            select_episodes,
+        )
+    except ModuleNotFoundError as exc:
+        # pyarrow and PyAV are the [export] extra: a robot install does not carry them.
+        raise ExportError(f"the export extra is not installed ({exc.name}): "
+                          "pip install 'xsquare_logger[export]'") from None
 
     if args.workers is not None and args.workers < 1:
         raise ExportError(f"--workers must be >= 1, got {args.workers}")
