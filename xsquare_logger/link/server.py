@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import zmq
@@ -40,9 +40,8 @@ from xsquare_logger.link.protocol import (
     encode,
     error_reply,
 )
-from xsquare_logger.link.visit import VisitStateMachine
 
-__all__ = ["MAX_FRAME_BYTES", "TabletServer", "TabletServerError"]
+__all__ = ["MAX_FRAME_BYTES", "TabletMachine", "TabletServer", "TabletServerError"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,18 @@ _REBIND_TRIES = 50
 _DENIAL_LOG_INTERVAL = 60.0
 # Keys remembered by a _LogLimiter (a stranger can make up any number of keys).
 _LOG_LIMITER_KEYS = 1024
+
+
+class TabletMachine(Protocol):
+    """What the server drives: the VisitStateMachine (link/visit.py) in this process, or
+    one in the recorder's process (link/remote.py, the separate tablet bridge)."""
+
+    @property
+    def version(self) -> int: ...
+
+    def handle_frame(self, frame: bytes, received_ns: int, client: str = "") -> bytes: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 class TabletServerError(XsqError):
@@ -134,7 +145,7 @@ class TabletServer:
     ``robot_id`` is put in every status message.
     """
 
-    def __init__(self, config: TabletConfig, robot_id: str, machine: VisitStateMachine) -> None:
+    def __init__(self, config: TabletConfig, robot_id: str, machine: TabletMachine) -> None:
         self._config = config
         self._robot_id = robot_id
         self._machine = machine
