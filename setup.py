@@ -107,6 +107,9 @@ setup(
             "xsq-tablet = xsquare_logger.cli.tablet:main",
             "xsq-recorder = xsquare_logger.cli.main:recorder_main",
             "xsq-sim = xsquare_logger.cli.main:sim_main",
+            "xsq-recorder-node = xsquare_logger.cli.main:recorder_node_main",
+            "xsq-bridge = xsquare_logger.cli.main:bridge_main",
+            "xsq-uploader-node = xsquare_logger.cli.main:uploader_node_main",
         ],
     },
 )

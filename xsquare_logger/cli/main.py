@@ -16,13 +16,22 @@ from xsquare_logger import __version__
 from xsquare_logger.cli import export as export_cli
 from xsquare_logger.cli import floor as floor_cli
 from xsquare_logger.cli import keys as keys_cli
+from xsquare_logger.cli import nodes as nodes_cli
 from xsquare_logger.cli import tablet as tablet_cli
 from xsquare_logger.cli import tools as tools_cli
 from xsquare_logger.cli import upload as upload_cli
 from xsquare_logger.config import ConfigError, LoggerConfig, apply_overrides, load_config
 from xsquare_logger.errors import XsqError
 
-__all__ = ["build_parser", "main", "recorder_main", "sim_main"]
+__all__ = [
+    "bridge_main",
+    "build_parser",
+    "main",
+    "recorder_main",
+    "recorder_node_main",
+    "sim_main",
+    "uploader_node_main",
+]
 
 
 def _add_record(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,6 +68,11 @@ def _add_record(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         action="store_true",
         help="do not recover unfinished sessions under data_root at start",
     )
+    p.add_argument(
+        "--start-paused",
+        action="store_true",
+        help="write nothing until the ~/resume service is called (as ros2 bag record)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sim", help="simulated humanoid publishing cameras, joints, forces")
     p.add_argument("args", nargs=argparse.REMAINDER, help="see `xsq sim -- --help`")
 
+    nodes_cli.add_parser(sub)
     keys_cli.add_parser(sub)
     tablet_cli.add_parser(sub)
     tools_cli.add_parsers(sub)
@@ -157,8 +172,12 @@ def _recover_at_start(args: argparse.Namespace, config: LoggerConfig) -> None:
             print(line, file=sys.stderr)
 
 
+def _stack_config(args: argparse.Namespace) -> LoggerConfig:
+    return apply_overrides(load_config(args.config), _common_overrides(args), "flags")
+
+
 def _cmd_run(args: argparse.Namespace, ros_args: list[str]) -> int:
-    config = apply_overrides(load_config(args.config), _common_overrides(args), "flags")
+    config = _stack_config(args)
     _recover_at_start(args, config)
     from xsquare_logger.ros.stack import run_stack
 
@@ -173,8 +192,11 @@ def _cmd_record(args: argparse.Namespace, ros_args: list[str]) -> int:
         return 2
     _recover_at_start(args, config)
     from xsquare_logger.ros.recorder_node import record
+    from xsquare_logger.ros.services import SessionServices
 
-    return record(config, args.output, ros_args)
+    return record(
+        config, args.output, ros_args, start_paused=args.start_paused, setup=SessionServices
+    )
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -227,6 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             rest = [a for a in args.args if a != "--"]
             return int(sim_main(rest + ros_args) or 0)
+        if args.command == "node":
+            config = _stack_config(args)
+            if args.node == "recorder":
+                _recover_at_start(args, config)
+            return nodes_cli.run(args, config, ros_args)
         if args.command == "keys":
             return keys_cli.run(args)
         if args.command == "tablet":
@@ -254,6 +281,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 def recorder_main() -> None:
     """Entry point ``xsq-recorder`` (launch files): ``--config FILE`` plus ROS args."""
     sys.exit(main(["record", *sys.argv[1:]]))
+
+
+def recorder_node_main() -> None:
+    """Entry point ``xsq-recorder-node``: ``xsq node recorder`` (separate-node stack)."""
+    sys.exit(main(["node", "recorder", *sys.argv[1:]]))
+
+
+def bridge_main() -> None:
+    """Entry point ``xsq-bridge``: ``xsq node bridge`` (the tablet link as its own node)."""
+    sys.exit(main(["node", "bridge", *sys.argv[1:]]))
+
+
+def uploader_node_main() -> None:
+    """Entry point ``xsq-uploader-node``: ``xsq node uploader``."""
+    sys.exit(main(["node", "uploader", *sys.argv[1:]]))
 
 
 def sim_main() -> None:

@@ -275,15 +275,31 @@ def install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def record(config: LoggerConfig, session_dir: Path | None, ros_args: Sequence[str] = ()) -> int:
-    """Run one recording until SIGINT/SIGTERM; print the session path. Returns exit code."""
+def record(
+    config: LoggerConfig,
+    session_dir: Path | None,
+    ros_args: Sequence[str] = (),
+    *,
+    start_paused: bool = False,
+    setup: Callable[[RecorderNode], object] | None = None,
+) -> int:
+    """Run one recording until SIGINT/SIGTERM; print the session path. Returns exit code.
+
+    ``setup`` is called with the node before the session starts (the CLI adds the
+    services there); ``start_paused``: nothing is written until ``~/resume`` (rosbag2)."""
     stop = threading.Event()
     install_stop_signals(stop)
     rclpy.init(args=["xsq", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = RecorderNode(config)
+        if setup is not None:
+            setup(node)
         try:
-            node.start_session(session_dir)
+            recorder = node.start_session(session_dir)
+            if start_paused:
+                # Stamp 0: before any message the session can receive.
+                recorder.set_writing_paused(True, 0)
+                node.get_logger().info("writing paused until ~/resume (--start-paused)")
             spin_until_stopped(node, stop)
             manifest = node.stop_session("stopped")
         finally:

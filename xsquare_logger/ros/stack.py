@@ -250,10 +250,20 @@ def start_floor_reporter(
     return reporter
 
 
-def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()) -> int:
-    """Run recorder + tablet bridge until SIGINT/SIGTERM; sessions come from the tablet."""
+def run_stack(
+    config: LoggerConfig,
+    insecure: bool,
+    ros_args: Sequence[str] = (),
+    *,
+    tablet: bool = True,
+    upload: bool = True,
+) -> int:
+    """Run recorder + tablet bridge until SIGINT/SIGTERM; sessions come from the tablet
+    or the ROS services (ros/services.py). ``tablet``/``upload`` False: the recorder
+    process of the separate-node form (`xsq node recorder`), bridge and uploader apart."""
     from xsquare_logger.link.server import TabletServer
     from xsquare_logger.link.visit import VisitStateMachine
+    from xsquare_logger.ros.services import SessionServices
 
     # A floor configured without a usable token fails here, before anything starts.
     token = load_token(config.floor) if config.floor.url else ""
@@ -278,8 +288,9 @@ def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()
         )
         if hasattr(machine, "session_lost"):
             controller.on_session_lost.append(machine.session_lost)
+        SessionServices(node, machine)
         uploader = None
-        if config.upload.enabled:
+        if config.upload.enabled and upload:
             from xsquare_logger.upload.uploader import Uploader
 
             uploader = Uploader(config, is_recording=lambda: node.recorder is not None)
@@ -289,20 +300,25 @@ def run_stack(config: LoggerConfig, insecure: bool, ros_args: Sequence[str] = ()
         reporter = None
         if config.floor.url:
             reporter = start_floor_reporter(node, controller, machine, uploader, token)
-        server = TabletServer(config.tablet, config.robot_id, machine)
-        server.start()
-        print(
-            f"robot stack ready: tablet commands on {server.command_endpoint}, "
-            f"status on {server.status_endpoint}",
-            file=sys.stderr,
-            flush=True,
-        )
+        server = TabletServer(config.tablet, config.robot_id, machine) if tablet else None
+        if server is not None:
+            server.start()
+            print(
+                f"robot stack ready: tablet commands on {server.command_endpoint}, "
+                f"status on {server.status_endpoint}",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            print(f"recorder node ready: services under {node.get_fully_qualified_name()}/",
+                  file=sys.stderr, flush=True)
         try:
             while not stop.is_set():
                 spin_until_stopped(node, stop)
                 node.auto_stopped.clear()
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
             if uploader is not None:
                 controller.upload_backlog = lambda: 0
                 uploader.stop()
