@@ -166,10 +166,25 @@ def callback_cost_us(health: bool, n: int = 200_000) -> float:
     return 1e6 * spent / n
 
 
+def preview_cost_ms(profile: str = "humanoid", n: int = 50) -> float:
+    """CPU ms per preview (scale + JPEG) of one of the profile's camera frames."""
+    from xsquare_logger.recording.preview import make_jpeg
+    from xsquare_logger.sim.frames import build_ring
+    from xsquare_logger.sim.profiles import get_profile
+
+    ring = build_ring(get_profile(profile).stream("/camera/head/image_raw"), verify=False)
+    frames = [ring.payload(i % len(ring), time.time_ns()) for i in range(n)]
+    t0 = time.process_time()
+    for frame in frames:
+        make_jpeg(frame, 320)
+    return 1e3 * (time.process_time() - t0) / n
+
+
 def run(duration: float = 20.0, runs: int = 3, profile: str = "humanoid",
         domain: int = 63) -> dict[str, Any]:
     micro = {"off": [callback_cost_us(False) for _ in range(runs)],
-             "on": [callback_cost_us(True) for _ in range(runs)]}
+             "on": [callback_cost_us(True) for _ in range(runs)],
+             "preview_ms": [preview_cost_ms(profile) for _ in range(runs)]}
     print(f"[health] callback µs/message: {json.dumps(micro)}", flush=True)
     results: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
     for i in range(runs):
@@ -204,6 +219,7 @@ def print_table(r: dict[str, Any]) -> None:
     micro = r["callback_us"]
     print(f"callback µs/message, health off     : {_spread(micro['off'])}")
     print(f"callback µs/message, health on      : {_spread(micro['on'])}")
+    print(f"preview (scale + JPEG) CPU ms       : {_spread(micro['preview_ms'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
