@@ -100,3 +100,16 @@ def test_history_is_bounded_and_episode_verdict_reads_it() -> None:
     assert q.verdict == "pass", q.reasons
     q = tr.evaluate(span, T0 + 65 * S, {})
     assert q.verdict == "fail" and q.reasons[0].startswith("head camera stalled"), q.reasons
+
+
+def test_sim_controls_slow_camera_and_halt() -> None:
+    from xsquare_logger.sim.profiles import get_profile
+
+    prof = get_profile("humanoid").with_camera_rate("head", 20)
+    rates = {s.topic: s.rate_hz for s in prof.streams}
+    assert rates["/camera/head/image_raw"] == rates["/camera/head/camera_info"] == 20
+    assert rates["/camera/left_wrist/image_raw"] == 30
+    import pytest
+
+    with pytest.raises(ValueError, match="no camera 'nose'"):
+        prof.with_camera_rate("nose", 20)
