@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from xsquare_logger.config.model import HealthConfig
 from xsquare_logger.recording.health import HealthTracker, StreamMonitor
 from xsquare_logger.session.health import EpisodeSpan
@@ -109,7 +111,5 @@ def test_sim_controls_slow_camera_and_halt() -> None:
     rates = {s.topic: s.rate_hz for s in prof.streams}
     assert rates["/camera/head/image_raw"] == rates["/camera/head/camera_info"] == 20
     assert rates["/camera/left_wrist/image_raw"] == 30
-    import pytest
-
     with pytest.raises(ValueError, match="no camera 'nose'"):
         prof.with_camera_rate("nose", 20)
