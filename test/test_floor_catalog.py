@@ -511,7 +511,8 @@ def _interleave(db_url: str, table: str, first: Callable[[Catalog], object],
                 paused.set()
                 first_done.wait(timeout=1.5)
 
-        event.listen(b.engine, "after_cursor_execute", pause)
+        for engine in {b.engine, b.fast_engine}:  # heartbeats use the fast one
+            event.listen(engine, "after_cursor_execute", pause)
         errors: list[BaseException] = []
 
         def run_second() -> None:

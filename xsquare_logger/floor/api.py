@@ -89,7 +89,8 @@ def _principal(
 Who = Annotated[Principal, Depends(_principal)]
 
 
-def _reader(who: Who) -> Principal:
+async def _reader(who: Who) -> Principal:
+    # async: no I/O here, so no hop through the thread pool.
     if who.kind != "reader":
         raise ApiError(403, f"robot token of {who.name!r} may not read floor data; "
                             "use a reader token")
@@ -201,12 +202,9 @@ def create_app(catalog: Catalog, dashboard: Path | None = DASHBOARD) -> FastAPI:
         if m.session_id != session_id:
             raise ApiError(422, f"body.manifest.session_id: {m.session_id!r} is not the "
                                 f"path's {session_id!r}")
-        existed = catalog.session_upload(session_id) is not None
-        catalog.ingest_session(report)
-        detail = catalog.session(session_id)
-        assert detail is not None
-        response.status_code = 200 if existed else 201
-        return SessionRow.model_validate(detail.model_dump(include=set(SessionRow.model_fields)))
+        _, created, row = catalog.report_session(report)
+        response.status_code = 201 if created else 200
+        return row
 
     @app.get(f"{p}/robots", response_model=list[RobotTile], tags=["robots"],
              summary="Every registered robot as a dashboard tile", responses=_answers(*_AUTH))

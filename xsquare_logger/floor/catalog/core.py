@@ -21,7 +21,13 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session as DbSession
 
 from xsquare_logger.floor.catalog.db import (
@@ -30,6 +36,7 @@ from xsquare_logger.floor.catalog.db import (
     CatalogUnavailable,
     SessionIdRefused,
     open_engine,
+    open_fast_engine,
     safe_url,
     upgrade,
 )
@@ -124,10 +131,19 @@ class Catalog:
         self.url = safe_url(self.engine.url)
         self.stale_after = stale_after
         self._clock = clock
+        # Token checks and heartbeats (100+ a second on a full floor) are one statement
+        # each: run on autocommit connections (no BEGIN/COMMIT round trips), on
+        # PostgreSQL from a pool of their own without pre-ping and with
+        # synchronous_commit off (open_fast_engine). Each round trip to the database
+        # process costs scheduling latency on a busy machine: that, not the SQL, was
+        # most of a heartbeat's time.
+        self.fast_engine = open_fast_engine(self.engine)
         if migrate:
             upgrade(self.engine)
 
     def close(self) -> None:
+        if self.fast_engine is not self.engine:
+            self.fast_engine.dispose()
         self.engine.dispose()
 
     def __enter__(self) -> Catalog:
@@ -137,16 +153,10 @@ class Catalog:
         self.close()
 
     @contextmanager
-    def _db(self, write: bool = False) -> Iterator[DbSession]:
-        """One transaction. ``write``: it reads what it then writes, so on SQLite it takes
-        the write lock first (BEGIN IMMEDIATE; the driver would begin only at the first
-        write, after the reads, and another writer could commit in between). PostgreSQL
-        writers lock the rows they read instead (SELECT ... FOR UPDATE, upserts)."""
+    def _errors(self) -> Iterator[None]:
+        """Database errors as catalog errors: down = CatalogUnavailable, bad value = 422."""
         try:
-            with DbSession(self.engine, expire_on_commit=False) as db, db.begin():
-                if write and self.engine.dialect.name == "sqlite":
-                    db.execute(text("BEGIN IMMEDIATE"))
-                yield db
+            yield
         except OperationalError as exc:
             line = (str(exc.orig).strip().splitlines() or ["unavailable"])[0]
             raise CatalogUnavailable(f"database {self.url}: {line}") from None
@@ -155,6 +165,17 @@ class Catalog:
             # refused as bad input, never a server error.
             line = (str(getattr(exc, "orig", exc)).strip().splitlines() or ["bad value"])[0]
             raise CatalogError(f"value refused by the database: {line}") from None
+
+    @contextmanager
+    def _db(self, write: bool = False) -> Iterator[DbSession]:
+        """One transaction. ``write``: it reads what it then writes, so on SQLite it takes
+        the write lock first (BEGIN IMMEDIATE; the driver would begin only at the first
+        write, after the reads, and another writer could commit in between). PostgreSQL
+        writers lock the rows they read instead (SELECT ... FOR UPDATE, upserts)."""
+        with self._errors(), DbSession(self.engine, expire_on_commit=False) as db, db.begin():
+            if write and self.engine.dialect.name == "sqlite":
+                db.execute(text("BEGIN IMMEDIATE"))
+            yield db
 
     # -- robots and tokens -------------------------------------------------------------------
     def _new_token(self, db: DbSession, kind: str, name: str) -> str:
@@ -236,37 +257,62 @@ class Catalog:
         """The owner of an active token, or ``None`` (unknown or revoked)."""
         if not token:
             return None
-        with self._db() as db:
-            t = db.get(Token, _digest(token))
-            if t is None or t.revoked_ns is not None:
-                return None
-            kind: Literal["robot", "reader"] = "robot" if t.kind == "robot" else "reader"
-            return Principal(kind, t.name)
+        # Every request asks this: one statement on an autocommit connection (no
+        # BEGIN/COMMIT round trips, no ORM object), still read fresh each time so a
+        # revocation holds at the next request on every replica.
+        q = select(Token.kind, Token.name).where(Token.sha256 == _digest(token),
+                                                 Token.revoked_ns.is_(None))
+        row = self._fast_one(q)
+        if row is None:
+            return None
+        kind: Literal["robot", "reader"] = "robot" if row.kind == "robot" else "reader"
+        return Principal(kind, row.name)
 
     # -- writes from robots ------------------------------------------------------------------
     def record_heartbeat(self, hb: Heartbeat) -> None:
-        with self._db(write=True) as db:
-            if db.get(Robot, hb.robot_id) is None:
-                raise CatalogError(f"robot {hb.robot_id!r} is not registered")
-            fields = {
-                "last_seen_ns": self._clock(),
-                "state": hb.state,
-                "session_id": hb.session_id,
-                "messages_lost": hb.messages_lost,
-                "disk_free_bytes": hb.disk_free_bytes,
-                "disk_reserve_bytes": hb.disk_reserve_bytes,
-                "upload_backlog_bytes": hb.upload_backlog_bytes,
-                "last_upload_error": hb.last_upload_error,
-                "heartbeat": hb.model_dump(mode="json"),
-            }
-            # One upsert: two replicas getting a robot's first heartbeats at once (a retry
-            # overlapping the original) would both insert after a read found no row.
-            insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-            stmt = insert(RobotStatus).values(robot_id=hb.robot_id, **fields)
-            db.execute(stmt.on_conflict_do_update(
-                index_elements=[RobotStatus.robot_id],
-                set_={k: stmt.excluded[k] for k in fields},
-            ))
+        # One upsert, not durable on PostgreSQL (the row is overwritten at the next
+        # heartbeat). No read of the robot first: the foreign key refuses an unregistered
+        # one. One statement: two replicas getting a robot's first heartbeats at once (a
+        # retry overlapping the original) would both insert after a read found no row.
+        fields = {
+            "last_seen_ns": self._clock(),
+            "state": hb.state,
+            "session_id": hb.session_id,
+            "messages_lost": hb.messages_lost,
+            "disk_free_bytes": hb.disk_free_bytes,
+            "disk_reserve_bytes": hb.disk_reserve_bytes,
+            "upload_backlog_bytes": hb.upload_backlog_bytes,
+            "last_upload_error": hb.last_upload_error,
+            "heartbeat": hb.model_dump(mode="json"),
+        }
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(RobotStatus).values(robot_id=hb.robot_id, **fields)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[RobotStatus.robot_id],
+            set_={k: stmt.excluded[k] for k in fields},
+        )
+        try:
+            self._fast_one(stmt, rows=False)
+        except IntegrityError:
+            raise CatalogError(f"robot {hb.robot_id!r} is not registered") from None
+
+    def _fast_one(self, stmt: Any, rows: bool = True) -> Any:
+        """Run one statement on the fast engine: its first row (``rows``) or nothing.
+
+        That pool does not ping before each use: a connection the database dropped
+        (a restart) fails its statement, SQLAlchemy then invalidates it and every
+        other pooled one, and the statement runs once more on a new connection (safe:
+        a token read or a heartbeat upsert gives the same result twice)."""
+        with self._errors():
+            for attempt in (0, 1):
+                try:
+                    with self.fast_engine.connect() as conn:
+                        result = conn.execute(stmt)
+                        return result.first() if rows else None
+                except DBAPIError as exc:
+                    if attempt or not exc.connection_invalidated:
+                        raise
+        return None  # unreachable
 
     def session_upload(self, session_id: str) -> tuple[str, str] | None:
         """(upload_state, remote) of a catalogued session, or ``None``."""
@@ -280,6 +326,11 @@ class Catalog:
         Returns whether the catalog changed. The upload state never moves back
         (``UPLOAD_RANK``); the remote location is kept when the report has none.
         """
+        return self.report_session(report)[0]
+
+    def report_session(self, report: SessionReport) -> tuple[bool, bool, SessionRow]:
+        """``ingest_session``, answering (changed, created, the session's row as now
+        catalogued) from the same transaction: the API's PUT reads nothing back."""
         for attempt in range(2):
             try:
                 with self._db(write=True) as db:
@@ -290,7 +341,7 @@ class Catalog:
                     raise CatalogConflict(
                         f"session {report.manifest.session_id}: concurrent update; send again"
                     ) from None
-        return False  # unreachable
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _check_namespace(db: DbSession, m: SessionManifest) -> None:
@@ -312,7 +363,7 @@ class Catalog:
                     f"session id {sid!r}: in the namespace of robot {owner!r} "
                     f"({session_id_prefix(owner)!r}), not of robot {robot!r}")
 
-    def _ingest(self, db: DbSession, report: SessionReport) -> bool:
+    def _ingest(self, db: DbSession, report: SessionReport) -> tuple[bool, bool, SessionRow]:
         m = report.manifest
         self._check_namespace(db, m)
         digest = manifest_digest(m)
@@ -331,7 +382,8 @@ class Catalog:
             remote = remote or row.remote
             same = (row.manifest_sha256, row.upload_state, row.remote) == (digest, state, remote)
             if same and report.bytes in (0, row.bytes):
-                return False
+                count = self._episode_counts(db, [m.session_id]).get(m.session_id, 0)
+                return False, False, self._session_row(row, count)
         visit = m.visit or {}
         operator = str(visit.get("operator") or "")
         site = str(visit.get("site") or "")
@@ -351,8 +403,10 @@ class Catalog:
             "manifest": m.model_dump(mode="json"),
             "updated_ns": self._clock(),
         }
+        created = row is None
         if row is None:
-            db.add(Session(session_id=m.session_id, **fields))
+            row = Session(session_id=m.session_id, **fields)
+            db.add(row)
         else:
             for k, v in fields.items():
                 setattr(row, k, v)
@@ -391,7 +445,7 @@ class Catalog:
             if f.path not in keys:
                 keys.add(f.path)
                 db.add(File(session_id=m.session_id, key=f.path, size=f.size, sha256=f.sha256))
-        return True
+        return True, created, self._session_row(row, len(seen))
 
     # -- reads -------------------------------------------------------------------------------
     def _tile(self, robot: Robot, status: RobotStatus | None, now: int) -> RobotTile:

@@ -27,6 +27,7 @@ __all__ = [
     "CatalogUnavailable",
     "SessionIdRefused",
     "open_engine",
+    "open_fast_engine",
     "parse_url",
     "safe_url",
     "upgrade",
@@ -34,7 +35,11 @@ __all__ = [
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 log = logging.getLogger(__name__)
-HEAD = "0002"  # the newest migration (test_floor_catalog checks it is the head)
+HEAD = "0002"
+#: Connections each service process keeps to PostgreSQL (docs/floor.md, Replicas).
+PG_POOL = 20
+#: ... plus these for token checks and heartbeats (open_fast_engine).
+PG_FAST_POOL = 10  # the newest migration (test_floor_catalog checks it is the head)
 
 
 class CatalogError(XsqError):
@@ -102,6 +107,12 @@ def open_engine(url: str) -> Engine:
         parsed = parsed.set(database=str(path))
         # Several uvicorn workers / CLI processes share the file: wait for the lock.
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    else:
+        # Requests run on the server's thread pool (40 threads): with SQLAlchemy's default
+        # pool (5 kept + 10 overflow) every connection past the 5th was closed when given
+        # back and opened again at the next burst, a new PostgreSQL backend each time.
+        # Keep PG_POOL open; beyond it requests wait for a connection instead.
+        kwargs.update(pool_size=PG_POOL, max_overflow=0, pool_timeout=30)
     try:
         engine = create_engine(parsed, **kwargs)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
@@ -109,6 +120,21 @@ def open_engine(url: str) -> Engine:
     if parsed.drivername == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def open_fast_engine(engine: Engine) -> Engine:
+    """The engine for single statements in autocommit (token checks, heartbeats).
+
+    PostgreSQL: a pool of its own (PG_FAST_POOL), no pre-ping, and
+    ``synchronous_commit=off`` for its sessions: a statement there is one round trip
+    and its commit does not wait for the WAL flush. Only heartbeats write through it
+    (rewritten every few seconds; a database crash may lose the last ones). SQLite:
+    the main engine in autocommit (no round trips to save)."""
+    if engine.dialect.name != "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return create_engine(
+        engine.url, isolation_level="AUTOCOMMIT", pool_size=PG_FAST_POOL, max_overflow=0,
+        pool_timeout=30, connect_args={"options": "-c synchronous_commit=off"})
 
 
 def _first_line(exc: BaseException) -> str:
