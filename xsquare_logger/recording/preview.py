@@ -98,10 +98,12 @@ class PreviewMaker:
         self.made = 0  # previews encoded (benchmarks, tests)
 
     def lane(self, topic: str) -> PreviewLane:
-        lane = self.lanes.get(topic)
-        if lane is None:
-            lane = self.lanes[topic] = PreviewLane(topic)
-        return lane
+        """The one lane of ``topic`` (the subscription and a request may race to make it)."""
+        with self._cond:
+            lane = self.lanes.get(topic)
+            if lane is None:
+                lane = self.lanes[topic] = PreviewLane(topic)
+            return lane
 
     def offer(self, lane: PreviewLane, cdr: bytes, recv_ns: int) -> None:
         """A due frame (``recv_ns >= lane.next_ns``; the caller compared): queue it."""
