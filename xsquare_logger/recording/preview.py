@@ -138,7 +138,7 @@ class PreviewMaker:
         """Drop every picture and pending frame, and close the leases (privacy pause)."""
         with self._cond:
             self._pending.clear()
-        for lane in self.lanes.values():
+        for lane in list(self.lanes.values()):
             lane.picture = None
             lane.next_ns = NEVER
             lane.lease_until_ns = 0
