@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 # A command may wait on a file close (session.stop drains the queue): be patient.
 COMMAND_TIMEOUT_S = 30.0
 STATUS_TIMEOUT_S = 2.0
+READY_TIMEOUT_S = 10.0
 
 
 class RosMachineLink:
@@ -54,6 +56,15 @@ class RosMachineLink:
         node.create_subscription(
             VisitStatus, f"{base}/visit_status", self._on_visit_status, latched_qos(1)
         )
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Until the recorder's services answer (True) or ``timeout`` s (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._command.service_is_ready() and self._status.service_is_ready():
+                return True
+            time.sleep(0.05)
+        return False
 
     def _on_visit_status(self, msg: Any) -> None:
         self._version = int(msg.version)
@@ -110,6 +121,9 @@ def run_bridge(
         spinner = threading.Thread(target=_spin, args=(executor, stop), name="xsq-bridge-spin",
                                    daemon=True)
         spinner.start()
+        if not link.wait_ready(READY_TIMEOUT_S):
+            # Serve anyway: the tablet hears "recorder not answering" instead of silence.
+            log.warning("recorder %s does not answer yet; serving the tablet anyway", recorder)
         server = TabletServer(config.tablet, config.robot_id, RemoteMachine(link, config.robot_id))
         try:
             server.start()
