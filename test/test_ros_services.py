@@ -353,3 +353,30 @@ def test_ros_client_and_tablet_share_one_visit_across_a_bridge_crash(
             events += [m for *_r, m in decoded]
     assert [e.kind for e in events] == [0, 2, 4, 3, 2, 3, 1]
     assert events[2].event_id == mark["event_id"]
+
+
+def test_record_start_paused_writes_nothing_until_resume(procs, env, tmp_path: Path) -> None:
+    env["ROS_DOMAIN_ID"] = "69"
+    ros = RosSide(69)
+    try:
+        out = tmp_path / "bag"
+        rec = procs(
+            ["-m", "xsquare_logger.cli.main", "record", JOINTS, "-o", str(out),
+             "--start-paused", "--set", "recording.status_interval=0.2"],
+            env,
+            "record",
+        )
+        rec.wait_for("writing paused until ~/resume")
+        before = ros.publish(10)
+        ros.wait_received(10)  # received under the pause, before the resume below
+        # xsq record has no visit machine: the pause services and status only.
+        assert ros.call("status", "GetStatus").writing_paused
+        resumed = ros.call("resume", "Resume")
+        assert resumed.ok and resumed.changed and not resumed.paused
+        after = ros.publish(7)
+        ros.wait_received(17)
+        assert rec.stop() == 0, rec.stderr()
+    finally:
+        ros.close()
+    numbers = [n for f in sorted(out.glob("*.mcap")) for n in _joint_numbers(f)]
+    assert numbers == after and not set(before) & set(numbers)

@@ -273,6 +273,7 @@ class SessionServices:
             "bytes_written": snap.bytes_written if snap else 0,
             "messages_written": snap.totals.written if snap else 0,
             "messages_lost": snap.totals.lost if snap else 0,
+            "topics": {t.topic: t.to_dict() for t in snap.topics} if snap else {},
         }
 
     def _status(self, _req: Any, res: Any) -> Any:
