@@ -26,7 +26,7 @@ LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "logger.launch.py
 
 # Keep the launched recorder and this test on the loopback, in a domain of their own.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", "63")
+os.environ.setdefault("ROS_DOMAIN_ID", "69")
 
 
 @launch_pytest.fixture
@@ -37,6 +37,30 @@ def logger_launch():
             launch_pytest.actions.ReadyToTest(),
         ]
     )
+
+
+@pytest.mark.launch(fixture=logger_launch)
+def test_recorder_bridge_and_uploader_nodes_appear():
+    """The three separate nodes, and the recorder's session services."""
+    rclpy.init()
+    try:
+        node = rclpy.create_node("xsq_launch_nodes_test")
+        wanted = {"xsq_recorder", "xsq_bridge", "xsq_uploader"}
+        names: set[str] = set()
+        services: set[str] = set()
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not (
+            wanted <= names and "/xsq_recorder/start_session" in services
+        ):
+            rclpy.spin_once(node, timeout_sec=0.2)
+            names = {name for name, _ns in node.get_node_names_and_namespaces()}
+            services = {name for name, _types in node.get_service_names_and_types()}
+        assert wanted <= names, f"nodes seen: {sorted(names)}"
+        assert {"/xsq_recorder/start_session", "/xsq_recorder/split_bagfile",
+                "/xsq_recorder/pause", "/xsq_recorder/resume"} <= services
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
 
 
 @pytest.mark.launch(fixture=logger_launch)
