@@ -210,6 +210,9 @@ def test_full_visit_with_the_cli(robot: RobotProc, capsys: pytest.CaptureFixture
     assert code == 1 and err.startswith("xsq tablet: INVALID_STATE: no session is running")
     code, _, err = tablet("start-visit", "--visit-id", "v9", "--operator", "ana")
     assert code == 1 and err.startswith("xsq tablet: CONSENT_REQUIRED: ")
+    code, _, err = tablet("start-visit", "--visit-id", "v9", "--operator", "ana", "--consent",
+                          "--meta", "robot_serial")
+    assert code == 2 and "--meta 'robot_serial': expected KEY=VALUE" in err
     code, out, _ = tablet("start-visit", "--visit-id", "v9", "--operator", "ana", "--consent")
     assert code == 0 and out.startswith("session test-robot-1 started")
     for i, outcome in enumerate(["success", "failure", "aborted"]):
@@ -220,6 +223,18 @@ def test_full_visit_with_the_cli(robot: RobotProc, capsys: pytest.CaptureFixture
             assert code == 0 and out.startswith("marked 'spill' (episode 2")
         code, out, _ = tablet("end-task", "--outcome", outcome)
         assert code == 0 and f"ended: {outcome}" in out
+    code, _, err = tablet("discard-task", "--episode", "1")  # not the last ended one
+    assert code == 1 and err.startswith("xsq tablet: INVALID_STATE: ")
+    code, out, _ = tablet("discard-task", "--episode", "2", "--note", "spilled")
+    assert code == 0 and out.startswith("episode 2 discarded: fold towel (aborted, event ")
+    code, out, _ = tablet("discard-task")
+    assert code == 0 and out.startswith("episode 2 discarded (already discarded)")
+    code, out, _ = tablet("privacy-pause", "--note", "guest")
+    assert code == 0 and out.strip() == "cameras paused"
+    code, out, _ = tablet("privacy-pause")
+    assert code == 0 and out.strip() == "cameras paused (no change)"
+    code, out, _ = tablet("privacy-resume", "--json")
+    assert code == 0 and json.loads(out)["paused"] is False
     code, out, _ = tablet("status", "--follow", "--count", "1", "--json")
     assert code == 0 and json.loads(out)["type"] == "status"
     code, out, _ = tablet("status")
@@ -228,6 +243,7 @@ def test_full_visit_with_the_cli(robot: RobotProc, capsys: pytest.CaptureFixture
     assert code == 0 and "session test-robot-1 stopped: 3 episodes, 1 marks" in out
     kinds = [e.get("kind") for e in robot.events() if e["call"] == "record_event"]
     assert kinds.count("task_end") == 3 and kinds.count("mark") == 1
+    assert kinds.count("task_discard") == 1 and kinds.count("privacy_pause") == 1
 
 
 # --- authentication --------------------------------------------------------------------

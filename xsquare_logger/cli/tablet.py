@@ -74,6 +74,8 @@ def add_parser(sub: _SubParsers) -> None:
     )
     s.add_argument("--site", default="")
     s.add_argument("--notes", default="")
+    s.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="visit metadata the robot requires (visit.required_fields), repeatable")
     t = tsub.add_parser("start-task", parents=[common], help="open an episode (task.start)")
     t.add_argument("task")
     t.add_argument("--instruction", default="")
@@ -83,6 +85,15 @@ def add_parser(sub: _SubParsers) -> None:
     m = tsub.add_parser("mark", parents=[common], help="mark an instant (mark)")
     m.add_argument("label")
     m.add_argument("--note", default="")
+    d = tsub.add_parser("discard-task", parents=[common],
+                        help="discard the last ended episode (task.discard; re-record = this, "
+                        "then start-task)")
+    d.add_argument("--episode", type=int, metavar="N",
+                   help="must be the last ended episode (guards against a stale screen)")
+    d.add_argument("--note", default="")
+    for name, cmd in (("privacy-pause", "privacy.pause"), ("privacy-resume", "privacy.resume")):
+        pp = tsub.add_parser(name, parents=[common], help=f"camera streams ({cmd})")
+        pp.add_argument("--note", default="")
     tsub.add_parser("stop-visit", parents=[common], help="end the session (session.stop)")
     st = tsub.add_parser("status", parents=[common], help="robot status (status)")
     st.add_argument(
@@ -151,6 +162,14 @@ def _send(client: TabletClient, args: argparse.Namespace) -> dict[str, Any]:
             "consent": args.consent,
         }
         visit.update({k: v for k, v in (("site", args.site), ("notes", args.notes)) if v})
+        meta: dict[str, str] = {}
+        for item in args.meta:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise _Usage(f"--meta {item!r}: expected KEY=VALUE")
+            meta[key] = value
+        if meta:
+            visit["metadata"] = meta
         return client.request("session.start", visit, rid)
     if action == "start-task":
         task = {
@@ -164,6 +183,14 @@ def _send(client: TabletClient, args: argparse.Namespace) -> dict[str, Any]:
     if action == "mark":
         mark = {"label": args.label, **({"note": args.note} if args.note else {})}
         return client.request("mark", mark, rid)
+    if action == "discard-task":
+        discard: dict[str, Any] = {"note": args.note} if args.note else {}
+        if args.episode is not None:
+            discard["episode_index"] = args.episode
+        return client.request("task.discard", discard, rid)
+    if action in ("privacy-pause", "privacy-resume"):
+        return client.request(action.replace("-", "."), {"note": args.note} if args.note else {},
+                              rid)
     if action == "stop-visit":
         return client.request("session.stop", request_id=rid)
     if action == "status":
@@ -245,6 +272,13 @@ def _human(action: str, r: dict[str, Any]) -> str:
     if action == "mark":
         where = f"episode {r['episode_index']}" if r["episode_index"] >= 0 else "no task open"
         return f"marked {r['label']!r} ({where}, event {r['event_id']})"
+    if action == "discard-task":
+        again = " (already discarded)" if r.get("already_discarded") else ""
+        return (f"episode {r['episode_index']} discarded{again}: {r['task']} "
+                f"({r['outcome']}, event {r['event_id']})")
+    if action in ("privacy-pause", "privacy-resume"):
+        state = "cameras paused" if r["paused"] else "cameras recording"
+        return state + ("" if r["changed"] else " (no change)")
     if action == "stop-visit":
         lines = []
         auto = r.get("auto_ended_task")
