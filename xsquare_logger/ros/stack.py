@@ -10,6 +10,7 @@ and the current task goes out as a plain string for Foxglove's State Transitions
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
@@ -68,6 +69,10 @@ def task_event_message(event: TaskEventData) -> Any:
     msg.operator_name = event.operator
     msg.note = event.note
     msg.instruction = event.instruction
+    if event.quality is not None:
+        # Compact JSON, the same shape as the task.end reply's `quality`.
+        msg.quality_json = json.dumps(event.quality.model_dump(mode="json"),
+                                      separators=(",", ":"))
     return msg
 
 

@@ -13,7 +13,7 @@ from xsquare_logger.session.health import EpisodeQuality
 __all__ = ["EVENT_KINDS", "TaskEventData", "VisitInfo"]
 
 #: Every ``TaskEventData.kind``, with its ``xsquare_logger_msgs/TaskEvent.kind`` number
-#: (5-7 have no named constant in TaskEvent.msg yet; the numbers are fixed here).
+#: (TaskEvent.msg names the same numbers as constants, TASK_DISCARD=5 ... PRIVACY_RESUME=7).
 EVENT_KINDS: dict[str, int] = {
     "session_start": 0,
     "session_end": 1,
