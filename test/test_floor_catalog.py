@@ -561,3 +561,28 @@ def test_concurrent_reports_never_move_the_upload_state_back(db_url: str) -> Non
         assert detail is not None
         assert (detail.upload_state, detail.remote) == ("verified", "s3://b/r1_0001")
         assert len(detail.episode_rows) == 2
+
+
+def test_heartbeats_and_token_checks_survive_dropped_connections(
+        request: pytest.FixtureRequest) -> None:
+    """Their pool does not ping before each use (a round trip per request): a connection
+    the database dropped (restart, failover, idle kill) must still not fail a request."""
+    from sqlalchemy import create_engine, text
+
+    url = str(request.getfixturevalue("postgres_url"))
+    with Catalog(url) as c:
+        token = c.add_robot("r1")
+        c.record_heartbeat(heartbeat("r1", messages_lost=1))
+        assert c.authenticate(token) == Principal("robot", "r1")
+        admin = create_engine(c.engine.url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            killed = conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+        admin.dispose()
+        assert killed  # the pooled connections are gone
+        c.record_heartbeat(heartbeat("r1", messages_lost=2))
+        assert c.authenticate(token) == Principal("robot", "r1")
+        tile = c.robot("r1")
+        assert tile is not None and tile.last_heartbeat is not None
+        assert tile.last_heartbeat.messages_lost == 2
