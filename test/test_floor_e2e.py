@@ -441,6 +441,10 @@ def run_floor(procs: Callable[..., Proc], floor: FloorProc, robots: dict[str, Ro
                 "duration_sec": (t.end_ns - t.start_ns) / 1e9, "lost": {},
                 "remote": f"s3://{BUCKET}/{in_bucket[r.session_id]}",
                 "upload_state": "verified",
+                # What the recorder decided at task.end, as session.json holds it.
+                "discarded": t.discarded,
+                "quality": None if t.quality is None else t.quality.model_dump(),
+                "window_start_ns": t.window_start_ns, "window_end_ns": t.window_end_ns,
             })
         detail = http("GET", f"{floor.url}/api/v1/sessions/{r.session_id}", reader).json()
         assert (detail["robot_id"], detail["start_ns"], detail["end_ns"]) == (
