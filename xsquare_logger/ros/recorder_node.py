@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import signal
 import sys
 import threading
@@ -36,6 +37,7 @@ from xsquare_logger.recording.recorder import (
 )
 from xsquare_logger.recording.selection import TopicSelector
 from xsquare_logger.ros.qos import qos_from_dict, qos_to_dict
+from xsquare_logger.session.health import StreamHealth
 from xsquare_logger.session.manifest import SessionManifest
 
 __all__ = ["RecorderNode", "status_message"]
@@ -63,7 +65,19 @@ def status_message(snap: StatusSnapshot) -> Any:
     msg.disk_free_bytes = snap.disk_free_bytes
     msg.upload_backlog = snap.upload_backlog
     msg.topics = [TopicStats(topic=t.topic, **t.to_dict()) for t in snap.topics]
+    msg.streams = [_stream_message(h) for h in snap.streams or ()]
     return msg
+
+
+def _stream_message(h: StreamHealth) -> Any:
+    from xsquare_logger_msgs.msg import StreamHealth as StreamHealthMsg
+
+    def num(value: float | None) -> float:
+        return math.nan if value is None else float(value)  # NaN: unmeasured (plots skip it)
+
+    return StreamHealthMsg(name=h.name, topic=h.topic, kind=h.kind, state=h.state,
+                           rate_hz=num(h.rate_hz), nominal_hz=num(h.nominal_hz), lost=h.lost,
+                           last_seen_s=num(h.last_seen_s), paused=h.paused)
 
 
 def _status_qos() -> QoSProfile:
