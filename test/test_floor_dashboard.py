@@ -332,6 +332,27 @@ def test_dashboard_shows_100_robots_flags_and_finds_episodes(
         By.ID, "t-outcomes").text, timeout=30)
     assert browser.find_element(By.ID, "t-discarded").text == "1"
 
+    # The same page on a 10-inch tablet in portrait (800x1280, touch): no sideways
+    # scrolling, every tile as wide as it is on the wall, the search still there.
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 800, "height": 1280, "deviceScaleFactor": 1,
+                             "mobile": True})
+    browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True})
+    browser.refresh()
+    wait(browser, "100 tiles on the tablet", lambda d: len(flags(d)) == 100)
+    layout = browser.execute_script(
+        "const t = [...document.querySelectorAll('[data-robot]')].map("
+        "e => e.getBoundingClientRect());"
+        "return {scroll: document.documentElement.scrollWidth, view: window.innerWidth,"
+        " right: Math.max(...t.map(r => r.right)), left: Math.min(...t.map(r => r.left)),"
+        " narrow: Math.min(...t.map(r => r.width))};")
+    assert layout["view"] == 800 and layout["scroll"] <= 800, layout
+    assert layout["left"] >= 0 and layout["right"] <= 800, layout
+    assert layout["narrow"] >= 60, f"tiles too small to read on a tablet: {layout}"
+    rows = search(browser, task="fold towel", outcome="success", operator="op7",
+                  robot="robot-002")
+    assert set(rows) == {("robot-002", s2, 1), ("robot-002", s2, 3)}
+
     # A wrong token brings back the sign-in with a one-line message.
     browser.get("about:blank")
     browser.get(f"{floor.url}/#token=not-a-reader-token")
