@@ -137,7 +137,10 @@ def _catalog_episodes(args: argparse.Namespace) -> tuple[list[Any], dict[str, in
     query = argparse.Namespace(
         task=args.task, outcome=None if args.outcome == "any" else args.outcome,
         operator=args.operator, robot=args.robot, site=None, since=args.since, until=None,
-        limit=sys.maxsize, floor=args.floor, token=args.token, db=args.db, data_dir=None)
+        limit=sys.maxsize, floor=args.floor, token=args.token, db=args.db, data_dir=None,
+        # Discarded rows too: the summary then says they were skipped and why, as an
+        # export of the same sessions from disk does (select_from_catalog leaves them out).
+        include_discarded=True, quality=None)
     return select_from_catalog(episode_rows(query))
 
 
