@@ -34,6 +34,7 @@ from xsquare_logger.export import ExportError
 from xsquare_logger.export.episode import EpisodeResult
 from xsquare_logger.export.mapping import ExportMapping
 from xsquare_logger.export.run import ExportSummary, Runner, export_selected
+from xsquare_logger.session.fsutil import sha256_file
 from xsquare_logger.session.manifest import TaskEntry
 from xsquare_logger.upload.backends.s3 import S3Backend
 
@@ -53,10 +54,6 @@ def _order(rel: str) -> tuple[int, str]:
     if rel.startswith("meta/"):
         return (2, rel)
     return (1, rel)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class _Remote:
@@ -112,7 +109,7 @@ def _pull_meta(remote: _Remote, mirror: Path) -> dict[str, str]:
             remote.backend.delete(remote.key(rel))
     for path in mirror.rglob("*"):
         if path.is_file():
-            pulled[str(path.relative_to(mirror))] = _sha256(path)
+            pulled[str(path.relative_to(mirror))] = sha256_file(path)
     return pulled
 
 
@@ -146,6 +143,6 @@ def export_to_s3(
             files = sorted((str(p.relative_to(mirror)) for p in mirror.rglob("*")
                             if p.is_file()), key=_order)
             for rel in files:
-                if before.get(rel) != _sha256(mirror / rel):
+                if before.get(rel) != sha256_file(mirror / rel):
                     remote.push(rel, mirror / rel)
     return summary

@@ -9,13 +9,14 @@ with :func:`atomic_write`, so a crash leaves the old or the new file, never half
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from pathlib import Path
 from types import TracebackType
 
 from xsquare_logger.errors import XsqError
 
-__all__ = ["ACTIVE_SUFFIX", "LOCK_NAME", "LockError", "SessionLock", "atomic_write"]
+__all__ = ["ACTIVE_SUFFIX", "LOCK_NAME", "LockError", "SessionLock", "atomic_write", "sha256_file"]
 
 LOCK_NAME = ".recording.lock"
 #: Suffix of an MCAP file still being written (or left by a crash for recovery).
@@ -117,3 +118,13 @@ def atomic_write(path: Path, data: str | bytes, *, fsync: bool = True) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_file(path: Path, block: int = 4 * 1024 * 1024) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (hashlib releases the GIL on large
+    blocks). The one file hash of session files, uploads and exported datasets."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()

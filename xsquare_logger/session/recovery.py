@@ -7,7 +7,6 @@ recorder never touches a live session.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from xsquare_logger import __version__
 from xsquare_logger.bag.recover import RecoveryError, recover_mcap
 from xsquare_logger.errors import XsqError
 from xsquare_logger.session.counters import TopicStats
-from xsquare_logger.session.fsutil import SessionLock
+from xsquare_logger.session.fsutil import SessionLock, sha256_file
 from xsquare_logger.session.index import IndexedTopic, SessionIndex
 from xsquare_logger.session.manifest import (
     FileEntry,
@@ -47,12 +46,6 @@ def _file_order(p: Path) -> tuple[int, str]:
     return (int(m.group(1)) if m else 1 << 30, p.name)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(4 * 1024 * 1024):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _qos_list(text: str) -> list[dict[str, object]]:
@@ -93,7 +86,7 @@ def rebuild_indexes(directory: Path, reason: str) -> SessionManifest:
             FileEntry(
                 path=path.name,
                 size=path.stat().st_size,
-                sha256=_sha256(path),
+                sha256=sha256_file(path),
                 message_count=stats.message_count,
                 start_ns=start,
                 end_ns=end,

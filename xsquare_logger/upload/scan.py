@@ -6,14 +6,13 @@ recovered, no ``.mcap.active`` file is left, and nobody holds its recording lock
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from xsquare_logger.errors import XsqError
-from xsquare_logger.session.fsutil import LOCK_NAME, SessionLock
+from xsquare_logger.session.fsutil import LOCK_NAME, SessionLock, sha256_file
 from xsquare_logger.session.manifest import MANIFEST_NAME
 from xsquare_logger.session.view import ACTIVE_SUFFIX, SessionUnreadable, SessionView
 
@@ -31,7 +30,6 @@ __all__ = [
 
 # Never uploaded: the recorder's lock and half-written atomic-rename temporaries.
 _SKIP_SUFFIXES = (".tmp", ACTIVE_SUFFIX)
-_READ_BLOCK = 4 * 1024 * 1024
 
 
 class SessionNotReady(XsqError):
@@ -67,13 +65,6 @@ class LocalSession:
         return datetime.fromtimestamp(self.started_ns / 1e9, UTC).strftime("%Y-%m-%d")
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes (hashlib releases the GIL on large blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_READ_BLOCK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def lock_is_held(directory: Path) -> bool:
