@@ -13,6 +13,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,11 +173,14 @@ def test_streaming_reader_validates_crcs_and_layout(tmp_path: Path) -> None:
     records = list(StreamReader(str(path), validate_crcs=True, emit_chunks=True).records)
     kinds = [type(r) for r in records]
     # Schemas and channels stand in the data section, before the first chunk, and again
-    # in the summary; DataEnd carries a real (checked) data-section CRC.
+    # in the summary. DataEnd's data-section CRC is 0 ("not computed", as rosbag2 writes
+    # it): every chunk carries its own CRC, which the reader checks.
     first_chunk = kinds.index(Chunk)
     assert kinds[:first_chunk].count(Schema) == 2 and kinds[:first_chunk].count(Channel) == 2
     data_end = next(r for r in records if isinstance(r, DataEnd))
-    assert data_end.data_section_crc != 0
+    assert data_end.data_section_crc == 0
+    chunks = [r for r in records if isinstance(r, Chunk)]
+    assert chunks and all(c.uncompressed_crc != 0 for c in chunks)
     messages = [
         r for r in StreamReader(str(path), validate_crcs=True).records if isinstance(r, Message)
     ]
@@ -488,3 +492,84 @@ def test_each_session_file_carries_its_own_final_rosbag2_metadata(tmp_path: Path
             assert sum(1 for _ in lone.messages()) == entry["message_count"]
     with RosbagsReader(session) as bag:
         assert bag.message_count == meta["message_count"]
+
+
+def test_damaged_chunk_is_caught_by_its_own_crc(tmp_path: Path) -> None:
+    """Without a data-section CRC, the per-chunk CRC still catches a flipped byte."""
+    path = tmp_path / "a.mcap"
+    write_session(path, "none")
+    data = bytearray(path.read_bytes())
+    chunk = next(
+        r for r in StreamReader(str(path), emit_chunks=True).records if isinstance(r, Chunk)
+    )
+    at = bytes(data).index(bytes(chunk.data[100:140]))  # inside the first chunk's records
+    data[at] ^= 0x01
+    with pytest.raises(Exception, match="(?i)crc"):
+        for _ in StreamReader(io.BytesIO(bytes(data)), validate_crcs=True).records:
+            pass
+
+
+def test_queued_flush_syncs_on_its_own_thread(tmp_path: Path) -> None:
+    """flush(wait=False) leaves the fsync to the sync thread; writing goes on meanwhile."""
+    path = tmp_path / "s.mcap"
+    w = McapWriter(path, compression="none", background=True)
+    cid = w.register_channel("/a", "application/octet-stream", 0)
+    for i in range(5):
+        w.add_message(cid, i, i, bytes(100_000))
+        w.flush(wait=False)
+    w._drain()
+    assert w._syncer is not None
+    w._syncer.wait_idle()
+    assert 1 <= w._syncer.syncs <= 5  # requests during a running sync merge into one
+    w.close()
+    with open(path, "rb") as f:
+        assert sum(1 for _ in make_reader(f).iter_messages()) == 5
+
+
+def test_failed_background_fsync_is_raised_by_the_next_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An fdatasync error (a dying disk) is not lost on the sync thread: the next call names it.
+
+    The failure is injected (a real EIO needs failing hardware); the write path is real.
+    """
+    import xsquare_logger.bag.syncer as syncer
+
+    def fail(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    path = tmp_path / "e.mcap"
+    w = McapWriter(path, compression="none", background=True)
+    cid = w.register_channel("/a", "application/octet-stream", 0)
+    w.add_message(cid, 1, 1, b"kept")
+    w.flush()  # synchronous: real fsync
+    monkeypatch.setattr(syncer.os, "fdatasync", fail)
+    w.add_message(cid, 2, 2, b"more")
+    w.flush(wait=False)
+    assert w._syncer is not None
+    deadline = time.monotonic() + 10
+    while w._syncer.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the I/O thread writes, then the sync thread fails
+    with pytest.raises(McapWriterError, match=r"e\.mcap: fsync failed: Input/output error"):
+        w.add_message(cid, 3, 3, b"x")
+        w.flush(wait=False)  # the recorder's next periodic flush
+    w.abort()
+    assert b"kept" in path.read_bytes()
+
+
+def test_background_sync_reports_an_unsyncable_descriptor() -> None:
+    import os
+
+    from xsquare_logger.bag.syncer import BackgroundSync
+
+    r, wfd = os.pipe()
+    try:
+        s = BackgroundSync(wfd)
+        s.request()
+        s.wait_idle()
+        s.stop()
+        s.stop()  # idempotent
+        assert s.error is not None and s.error.errno == errno.EINVAL
+    finally:
+        os.close(r)
+        os.close(wfd)

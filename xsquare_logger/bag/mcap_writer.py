@@ -10,7 +10,7 @@ File layout written (MCAP spec, https://mcap.dev/spec)::
 
     Magic Header
     [Schema | Channel | Metadata | Attachment | Chunk MessageIndex*]*   (data section)
-    DataEnd(data_section_crc)
+    DataEnd(data_section_crc=0)
     Schema* Channel* Statistics ChunkIndex* AttachmentIndex* MetadataIndex*   (summary)
     SummaryOffset*   (one per non-empty group)
     Footer Magic
@@ -32,16 +32,23 @@ The writer is not thread-safe: use it from one thread (the recorder's writer thr
 zstd, lz4, zlib and hashlib release the GIL on large buffers, so the heavy work of a
 camera-rate stream does not block the ROS callbacks.
 
+No data-section CRC (DataEnd carries 0, which the spec defines as "not computed"; rosbag2's
+C++ writer leaves it off by default too): it was a second CRC32 pass over every byte, ~12% of
+a core at 3x720p30 raw, and adds nothing a reader checks that the per-chunk CRCs and the
+file's SHA-256 (in session.json, verified on upload) do not already cover.
+
 With ``background=True`` (what the recorder uses) that heavy work (chunk CRC, compression,
-the file write, SHA-256 and data CRC) runs on one I/O thread of the writer's own, in order,
+the file write and SHA-256) runs on one I/O thread of the writer's own, in order,
 while the caller packs the next chunk: at 3x720p30 raw that work is most of a core, and
 on the caller's thread it capped the recorder below the camera rate (issue 12). Every byte
 still goes to the file in the order the caller produced it (cold records are queued
 behind the chunks before them). At most ``_CHUNK_BUFFERS`` chunk buffers exist: when the
 I/O thread is that far behind, :meth:`add_message` blocks (the recorder's bounded queue
 then fills and counts drops). :meth:`flush` and :meth:`close` wait for the I/O thread, so
-the crash window is unchanged. An I/O error on that thread is raised (as
-:class:`McapWriterError`) by the next call.
+the crash window is unchanged. ``flush(wait=False)`` hands the fsync to a third thread
+(:class:`~xsquare_logger.bag.syncer.BackgroundSync`) so writing goes on while the disk
+catches up. An I/O error on either thread is raised (as :class:`McapWriterError`) by the
+next call.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ from mcap.records import (
     SummaryOffset,
 )
 
+from xsquare_logger.bag.syncer import BackgroundSync
 from xsquare_logger.errors import XsqError
 
 __all__ = [
@@ -210,7 +218,6 @@ class McapWriter:
 
         # Running state over every byte handed to the file object.
         self._sha = hashlib.sha256()
-        self._data_crc = 0  # CRC32 of the data section (magic .. just before DataEnd)
         self._offset = 0
 
         # Registries. Ids start at 1: schema id 0 means "no schema" in the spec.
@@ -248,6 +255,7 @@ class McapWriter:
         self._bg_error: BaseException | None = None
         self._pending = 0  # see bytes_pending
         self._abandon = False
+        self._syncer: BackgroundSync | None = None
 
         self._closed = False
         try:
@@ -274,6 +282,7 @@ class McapWriter:
                 target=self._io_loop, name="xsq-mcap-io", daemon=True
             )
             self._io_thread.start()
+            self._syncer = BackgroundSync(self._file.fileno(), name="xsq-mcap-fsync")
 
     # ------------------------------------------------------------------ properties
 
@@ -558,12 +567,15 @@ class McapWriter:
         """Close the open chunk (if it holds messages) and push everything to the OS.
 
         Args:
-            fsync: Also ``os.fsync`` the file so the data survives a power loss.
+            fsync: Also sync the file to disk so the data survives a power loss.
             wait: In background mode, wait until that is done (and raise its error). With
                 ``wait=False`` the flush is queued behind the chunks before it and this
-                returns at once; an error is raised by the next call. The recorder does
-                that: the I/O thread is at most ``_CHUNK_BUFFERS`` chunks behind, so the
-                data is on disk moments later, and packing never stalls on an fsync.
+                returns at once; the I/O thread pushes the bytes to the OS and asks the
+                sync thread for an fdatasync, which runs while later chunks are written
+                (an error is raised by the next call). The recorder does that: the I/O
+                thread is at most ``_CHUNK_BUFFERS`` chunks behind and the sync at most one
+                sync's duration, so the data is on disk moments later, and neither packing
+                nor writing stalls on the disk.
 
         Everything added before this call is then readable from the file even if the process
         dies before :meth:`close` (see :func:`~xsquare_logger.bag.recover.recover_mcap`).
@@ -572,13 +584,17 @@ class McapWriter:
         if self._chunk_messages:
             self._close_chunk()
 
+        syncer = None if wait else self._syncer
+
         def job() -> None:
             try:
                 self._file.flush()
-                if fsync:
+                if fsync and syncer is None:
                     os.fsync(self._file.fileno())
             except OSError as exc:
                 raise self._io_error("flush", exc) from exc
+            if fsync and syncer is not None:
+                syncer.request()  # after the bytes reached the OS: the sync covers them
 
         if wait:
             self._drain()
@@ -604,7 +620,10 @@ class McapWriter:
                 self._drain()
             finally:
                 self._stop_io()
-            self._write(_encode(DataEnd(data_section_crc=self._data_crc)))
+                self._stop_sync()
+            self._raise_bg_error()  # a failed background fsync fails the close
+            # data_section_crc=0: not computed (see the module docstring).
+            self._write(_encode(DataEnd(data_section_crc=0)))
             self._write_summary()
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -612,6 +631,8 @@ class McapWriter:
             raise self._io_error("close", exc) from exc
         finally:
             self._closed = True
+            self._stop_io()  # no-ops unless a call above raised before stopping them
+            self._stop_sync()
             # Already reported above, or nothing more we can do.
             with contextlib.suppress(OSError):
                 self._file.close()
@@ -628,6 +649,7 @@ class McapWriter:
         self._closed = True
         self._abandon = True  # queued chunks are discarded, like the open one
         self._stop_io()
+        self._stop_sync()  # before the descriptor closes (it could be reused)
         self._buf_len = 0
         self._chunk_messages = 0
         self._chunk_index = {}
@@ -678,6 +700,8 @@ class McapWriter:
 
     def _raise_bg_error(self) -> None:
         exc = self._bg_error
+        if exc is None and self._syncer is not None and self._syncer.error is not None:
+            exc = self._bg_error = self._io_error("fsync", self._syncer.error)
         if exc is None:
             return
         if isinstance(exc, McapWriterError):
@@ -697,6 +721,10 @@ class McapWriter:
         jobs.put(None)
         thread.join()
         self._jobs = self._io_thread = None
+
+    def _stop_sync(self) -> None:
+        if self._syncer is not None:
+            self._syncer.stop()
 
     def _io_loop(self) -> None:
         jobs = self._jobs
@@ -721,17 +749,7 @@ class McapWriter:
         return McapWriterError(f"{self._path}: {what} failed: {exc.strerror}", errno=exc.errno)
 
     def _write(self, data: Any) -> None:
-        """Write bytes (any buffer) and fold them into the running SHA-256 and data CRC."""
-        try:
-            self._file.write(data)
-        except OSError as exc:
-            raise self._io_error("write", exc) from exc
-        self._sha.update(data)
-        self._data_crc = zlib.crc32(data, self._data_crc)
-        self._offset += len(data)
-
-    def _write_summary_bytes(self, data: bytes) -> None:
-        """Like :meth:`_write`, but outside the data section: no data CRC."""
+        """Write bytes (any buffer) and fold them into the running SHA-256."""
         try:
             self._file.write(data)
         except OSError as exc:
@@ -753,6 +771,7 @@ class McapWriter:
             def done() -> None:
                 self._pending -= n  # after _offset grew: the sum never dips below the truth
                 self._pool.put(buf)
+
             self._jobs.put(
                 (
                     lambda: self._finish_chunk(buf, n, start, end, index, unsorted),
@@ -886,7 +905,7 @@ class McapWriter:
             position += len(blob)
         summary_offset_start = position
         summary_bytes = b"".join(summary) + _encode(*summary_offsets)
-        self._write_summary_bytes(summary_bytes)
+        self._write(summary_bytes)
         # Footer CRC covers the summary and summary-offset sections plus the footer's own
         # fields up to summary_offset_start.
         footer_head = _FOOTER_HEAD.pack(Opcode.FOOTER, 20, summary_start, summary_offset_start)
@@ -896,4 +915,4 @@ class McapWriter:
             summary_offset_start=summary_offset_start,
             summary_crc=summary_crc,
         )
-        self._write_summary_bytes(_encode(footer) + MCAP_MAGIC)
+        self._write(_encode(footer) + MCAP_MAGIC)

@@ -34,7 +34,7 @@ from mcap.data_stream import ReadDataStream
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.records import Attachment, Channel, Chunk, Header, McapRecord, Message, Metadata, Schema
-from mcap.stream_reader import breakup_chunk
+from mcap.stream_reader import StreamReader, breakup_chunk
 
 from xsquare_logger.bag.mcap_writer import MCAP_MAGIC, McapWriter, McapWriterError, Opcode
 from xsquare_logger.errors import XsqError
@@ -292,6 +292,22 @@ def _default_out_path(active: Path) -> Path:
 # ---------------------------------------------------------------------------- complete files
 
 
+def _chunks_intact(src: Path) -> bool:
+    """Every chunk's content matches its CRC (files without a data-section CRC: ours).
+
+    The writer leaves the data-section CRC out (0, "not computed"), so a complete file is
+    trusted only after every chunk was decompressed and checked; a rare path (a recorder
+    killed between closing a file and renaming it), so the extra pass costs nothing live.
+    """
+    try:
+        with open(src, "rb") as f:
+            for _ in StreamReader(f, skip_magic=False, validate_crcs=True).records:
+                pass
+    except Exception:  # any mismatch or parse failure: rebuild instead
+        return False
+    return True
+
+
 def _try_complete(
     src: Path, size: int, out_path: Path, remove_source: bool
 ) -> RecoveryResult | None:
@@ -335,6 +351,8 @@ def _try_complete(
     opcode, length = _RECORD_HEADER.unpack_from(data_end, 0)
     stored_crc = _U32.unpack_from(data_end, 9)[0]
     if opcode != Opcode.DATA_END or length != 4 or (stored_crc not in (0, crc)):
+        return None
+    if stored_crc == 0 and not _chunks_intact(src):
         return None
 
     if remove_source:
