@@ -151,6 +151,13 @@ _NO_COMPRESSION: Final = b"\x00\x00\x00\x00"  # empty compression String
 _MAX_ID: Final = 0xFFFF  # schema and channel ids are uint16
 # Background mode: chunk buffers in existence (one being packed, the rest queued/in I/O).
 _CHUNK_BUFFERS: Final = 3
+# Why compress only chunks that pay: at 3x720p30 raw (~250 MB/s) zstd-1 needs ~0.25 core
+# and lz4 ~0.15, and on two cores beside the cameras that cost frames (issue 12), while raw
+# camera chunks save only 10-16% (the sim's frames and photographs alike) and JPEG/H.264
+# chunks ~0%. Chunks of joint states and other small messages save 60-90% and stay cheap.
+# A sample of each chunk decides; it costs ~5% of compressing the whole.
+_MIN_SAVING: Final = 0.25
+_SAMPLE_BYTES: Final = 3 * 64 * 1024
 
 
 # Background mode: (work, cleanup); cleanup runs even when work is skipped after an error.
@@ -176,8 +183,12 @@ class McapWriter:
 
     Args:
         path: File to create. It must not exist (opened with mode ``"xb"``).
-        compression: Chunk compression: ``"zstd"``, ``"lz4"`` or ``"none"``. A chunk that
-            would not get smaller is stored uncompressed (its compression field is empty).
+        compression: Chunk compression: ``"zstd"``, ``"lz4"`` or ``"none"``. A chunk is
+            stored uncompressed (its compression field empty, which every reader handles)
+            when a sample of it (three slices, ``_SAMPLE_BYTES`` in all) compresses by less
+            than ``_MIN_SAVING``, when the whole would not get smaller, and in background
+            mode when the I/O thread is behind (no spare chunk buffer): compression then
+            never costs recorded data. :attr:`uncompressed_chunks` counts those chunks.
         chunk_size: A chunk is closed as soon as its uncompressed size reaches this many bytes.
             :meth:`flush` closes it earlier.
         profile: MCAP profile written in the Header record (``"ros2"`` for ROS 2 CDR data).
@@ -256,6 +267,7 @@ class McapWriter:
         self._pending = 0  # see bytes_pending
         self._abandon = False
         self._syncer: BackgroundSync | None = None
+        self._uncompressed_chunks = 0
 
         self._closed = False
         try:
@@ -306,6 +318,16 @@ class McapWriter:
         """Bytes handed to the file object so far (not the open chunk, nor chunks still
         queued for the I/O thread in background mode)."""
         return self._offset
+
+    @property
+    def uncompressed_chunks(self) -> int:
+        """Chunks written so far without compression although compression was asked for."""
+        return self._uncompressed_chunks
+
+    @property
+    def chunk_count(self) -> int:
+        """Chunks written to the file so far."""
+        return len(self._chunk_indexes)
 
     @property
     def bytes_pending(self) -> int:
@@ -786,11 +808,38 @@ class McapWriter:
         self._chunk_index = {}
 
     def _compress(self, body: memoryview) -> Any:
-        if self._zstd is not None:
-            return self._zstd.compress(body)
-        if self._compression == "lz4":
-            return lz4.frame.compress(body)
-        return body
+        """The chunk's compressed payload, or ``body`` itself to store it uncompressed."""
+        if not self._compression:
+            return body
+        if (self._jobs is not None and self._pool.qsize() == 0) or not self._pays(body):
+            # No spare buffer: the packer is waiting for this thread, so write now rather
+            # than let the recorder's queue fill while we compress.
+            self._uncompressed_chunks += 1
+            return body
+        payload = self._zstd.compress(body) if self._zstd else lz4.frame.compress(body)
+        if len(payload) >= len(body):
+            # Noisy frames can grow under lz4; store such a chunk uncompressed (as the C++
+            # writer rosbag2 uses does unless forceCompression is set).
+            self._uncompressed_chunks += 1
+            return body
+        return payload
+
+    def _pays(self, body: memoryview) -> bool:
+        """Would compressing ``body`` save at least ``_MIN_SAVING``? Judged on a sample."""
+        n = len(body)
+        if n <= _SAMPLE_BYTES:
+            return True  # small chunks (flushed each second) are cheap to compress anyway
+        part = _SAMPLE_BYTES // 3
+        # Begin, middle and end: a chunk interleaves images and small messages in
+        # arrival order, so one slice could see only one kind.
+        cuts = (0, (n - part) // 2, n - part)
+        packed = sum(
+            len(self._zstd.compress(body[c : c + part]))
+            if self._zstd
+            else len(lz4.frame.compress(body[c : c + part]))
+            for c in cuts
+        )
+        return packed <= (1 - _MIN_SAVING) * 3 * part
 
     def _finish_chunk(
         self,
@@ -806,10 +855,6 @@ class McapWriter:
             crc = zlib.crc32(body)
             payload = self._compress(body)
             field = self._compression_field if payload is not body else _NO_COMPRESSION
-            if len(payload) >= n and payload is not body:
-                # Noisy camera frames can grow under lz4; store such a chunk uncompressed
-                # (as the C++ writer rosbag2 uses does unless forceCompression is set).
-                payload, field = body, _NO_COMPRESSION
             compressed_size = len(payload)
             head = (
                 _CHUNK_HEAD.pack(
