@@ -31,6 +31,7 @@ INSTALL_REQUIRES = [
     "mcap>=1.6,<2",  # MCAP reading (info, clip, report, recovery)
     "zstandard>=0.25",  # MCAP chunk compression
     "lz4>=4.4",  # MCAP chunk compression
+    "zlib-ng>=1.0",  # chunk CRC32 at ~10 GB/s (zlib's: 2): the recorder's I/O thread (issue 12)
     "rich>=15",  # xsq upload progress
     "pyzmq>=27",  # tablet link (ZeroMQ + CURVE)
     # JPEG cameras (config/robot.yaml). 5.x needs numpy>=2; 4.11 is the image's.

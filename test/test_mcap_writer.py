@@ -159,8 +159,9 @@ def test_round_trip_with_foreign_readers(
     kinds = {ci.compression for ci in summary.chunk_indexes}
     asked = "" if compression == "none" else compression
     if background:
-        # A chunk finished while the packer had no spare buffer is stored plainly.
-        assert asked in kinds and kinds <= {asked, ""}
+        # A chunk finished while the packer had no spare buffer is stored plainly (how
+        # many depends on thread timing; test_writer_behind_... pins the rule down).
+        assert kinds <= {asked, ""}
     else:
         assert kinds == {asked}
     assert summary.schemas[1].name == "sensor_msgs/msg/Image"

@@ -226,7 +226,8 @@ def test_complete_file_is_renamed_unchanged(tmp_path: Path) -> None:
 
 
 def test_complete_file_with_damaged_data_is_rebuilt(tmp_path: Path) -> None:
-    """A footer alone is not trusted: the data-section CRC must match too."""
+    """A footer alone is not trusted: every chunk CRC must match too (the writer leaves
+    the data-section CRC at 0, so recovery checks the chunks)."""
     s = Session(tmp_path / "rec.mcap")
     batches: list[list[Msg]] = []
     for _ in range(2):

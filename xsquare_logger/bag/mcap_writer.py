@@ -83,7 +83,9 @@ from mcap.records import (
     Statistics,
     SummaryOffset,
 )
+from zlib_ng.zlib_ng import crc32
 
+from xsquare_logger.bag.hasher import BackgroundHasher
 from xsquare_logger.bag.syncer import BackgroundSync
 from xsquare_logger.errors import XsqError
 
@@ -267,6 +269,7 @@ class McapWriter:
         self._pending = 0  # see bytes_pending
         self._abandon = False
         self._syncer: BackgroundSync | None = None
+        self._hasher: BackgroundHasher | None = None
         self._uncompressed_chunks = 0
 
         self._closed = False
@@ -295,6 +298,9 @@ class McapWriter:
             )
             self._io_thread.start()
             self._syncer = BackgroundSync(self._file.fileno(), name="xsq-mcap-fsync")
+            # The same hashlib object (magic and header are in it already): the hasher
+            # thread feeds it until close() stops it.
+            self._hasher = BackgroundHasher(self._sha, name="xsq-mcap-sha256")
 
     # ------------------------------------------------------------------ properties
 
@@ -357,6 +363,8 @@ class McapWriter:
 
     def sha256_hexdigest(self) -> str:
         """SHA-256 (hex) of every byte written so far; that of the whole file after close()."""
+        if self._hasher is not None:
+            return self._hasher.hexdigest()
         return self._sha.hexdigest()
 
     # ------------------------------------------------------------------ registration
@@ -643,6 +651,7 @@ class McapWriter:
             finally:
                 self._stop_io()
                 self._stop_sync()
+                self._stop_hash()  # then the summary below is hashed inline
             self._raise_bg_error()  # a failed background fsync fails the close
             # data_section_crc=0: not computed (see the module docstring).
             self._write(_encode(DataEnd(data_section_crc=0)))
@@ -655,6 +664,7 @@ class McapWriter:
             self._closed = True
             self._stop_io()  # no-ops unless a call above raised before stopping them
             self._stop_sync()
+            self._stop_hash()
             # Already reported above, or nothing more we can do.
             with contextlib.suppress(OSError):
                 self._file.close()
@@ -672,6 +682,7 @@ class McapWriter:
         self._abandon = True  # queued chunks are discarded, like the open one
         self._stop_io()
         self._stop_sync()  # before the descriptor closes (it could be reused)
+        self._stop_hash()
         self._buf_len = 0
         self._chunk_messages = 0
         self._chunk_index = {}
@@ -748,6 +759,11 @@ class McapWriter:
         if self._syncer is not None:
             self._syncer.stop()
 
+    def _stop_hash(self) -> None:
+        if self._hasher is not None:
+            self._hasher.stop()
+            self._hasher = None
+
     def _io_loop(self) -> None:
         jobs = self._jobs
         assert jobs is not None
@@ -764,20 +780,40 @@ class McapWriter:
                 self._bg_error = exc
             finally:
                 if cleanup is not None:
-                    cleanup()
+                    hasher = self._hasher
+                    if hasher is not None:
+                        hasher.after(cleanup)  # the buffer is free once hashed too
+                    else:
+                        cleanup()
                 jobs.task_done()
 
     def _io_error(self, what: str, exc: OSError) -> McapWriterError:
         return McapWriterError(f"{self._path}: {what} failed: {exc.strerror}", errno=exc.errno)
 
     def _write(self, data: Any) -> None:
-        """Write bytes (any buffer) and fold them into the running SHA-256."""
+        """Write bytes (immutable, or a buffer nobody changes) into the file and SHA-256."""
         try:
             self._file.write(data)
         except OSError as exc:
             raise self._io_error("write", exc) from exc
-        self._sha.update(data)
+        if self._hasher is not None:
+            self._hasher.update(data)
+        else:
+            self._sha.update(data)
         self._offset += len(data)
+
+    def _write_chunk_body(self, buf: bytearray, body: memoryview) -> None:
+        """Write an uncompressed chunk body; the hasher reads ``buf`` itself (``body`` is
+        released when the caller's ``with`` ends, before the hasher gets to it)."""
+        try:
+            self._file.write(body)
+        except OSError as exc:
+            raise self._io_error("write", exc) from exc
+        if self._hasher is not None:
+            self._hasher.update(buf, len(body))
+        else:
+            self._sha.update(body)
+        self._offset += len(body)
 
     def _close_chunk(self) -> None:
         """Hand the open chunk to :meth:`_finish_chunk` (now, or on the I/O thread)."""
@@ -852,7 +888,7 @@ class McapWriter:
     ) -> None:
         """Compress a packed chunk and write it, followed by one MessageIndex per channel."""
         with memoryview(buf) as whole, whole[:n] as body:
-            crc = zlib.crc32(body)
+            crc = crc32(body)  # zlib-ng's: ~5x zlib's, and it releases the GIL too
             payload = self._compress(body)
             field = self._compression_field if payload is not body else _NO_COMPRESSION
             compressed_size = len(payload)
@@ -871,7 +907,10 @@ class McapWriter:
             )
             chunk_offset = self._offset
             self._write(head)
-            self._write(payload)
+            if payload is body:
+                self._write_chunk_body(buf, body)
+            else:
+                self._write(payload)
             del payload  # drop any export of the buffer before it is reused
         chunk_length = self._offset - chunk_offset
 

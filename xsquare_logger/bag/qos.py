@@ -11,7 +11,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["INFINITE", "QosDict", "adapt_subscription", "make_qos", "qos_profiles_yaml"]
+__all__ = [
+    "INFINITE",
+    "QosDict",
+    "adapt_subscription",
+    "make_qos",
+    "qos_mismatch",
+    "qos_profiles_yaml",
+]
 
 QosDict = dict[str, Any]
 
@@ -61,6 +68,21 @@ def adapt_subscription(offered: list[QosDict], depth: int) -> QosDict:
         "transient_local" if transient else "volatile",
         depth=depth,
     )
+
+
+def qos_mismatch(requested: QosDict, offered: list[QosDict]) -> str | None:
+    """Why a subscription with ``requested`` QoS misses some of the ``offered`` publishers,
+    or None when it matches them all (the DDS request/offered rules for the two policies
+    the recorder adapts: reliability and durability)."""
+    if requested.get("reliability") == "reliable" and any(
+        p.get("reliability") != "reliable" for p in offered
+    ):
+        return "a best_effort publisher joined after the recorder subscribed reliable"
+    if requested.get("durability") == "transient_local" and any(
+        p.get("durability") != "transient_local" for p in offered
+    ):
+        return "a volatile publisher joined after the recorder subscribed transient_local"
+    return None
 
 
 def qos_profiles_yaml(profiles: list[QosDict]) -> str:

@@ -76,7 +76,10 @@ class RecordingConfig(_Strict):
         0.0, ge=0, description="Split files after this many seconds; 0 = off."
     )
     compression: Compression = Field(
-        "zstd", description="MCAP chunk compression: zstd, lz4 (cheaper CPU) or none."
+        "zstd",
+        description="MCAP chunk compression: zstd, lz4 (cheaper CPU) or none. Chunks that "
+        "would save <25% (raw camera frames, JPEG, H.264) and chunks finished while the "
+        "writer is behind are stored uncompressed.",
     )
     zstd_level: int = Field(1, ge=-7, le=22, description="zstd level (1 = fast).")
     chunk_size: int = Field(
@@ -85,7 +88,11 @@ class RecordingConfig(_Strict):
     flush_interval: float = Field(
         1.0, gt=0, le=60, description="Seconds between forced chunk flushes (crash window)."
     )
-    fsync: bool = Field(True, description="fsync after each flush so a power cut keeps data.")
+    fsync: bool = Field(
+        True,
+        description="fdatasync after each flush so a power cut keeps data (on a thread of "
+        "its own: writing goes on meanwhile).",
+    )
     queue_max_bytes: int = Field(
         512 * 1024 * 1024, ge=1024 * 1024, description="Writer queue bound in bytes."
     )

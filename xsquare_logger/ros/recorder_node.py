@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import rclpy
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -24,13 +26,14 @@ from rclpy.serialization import serialize_message
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 
-from xsquare_logger.bag.qos import adapt_subscription
+from xsquare_logger.bag.qos import adapt_subscription, qos_mismatch
 from xsquare_logger.bag.schema import SchemaNotFoundError
 from xsquare_logger.config.model import LoggerConfig, apply_overrides
 from xsquare_logger.live.server import LiveView
 from xsquare_logger.recording.recorder import (
     INTERNAL_TOPICS,
     STATUS_TOPIC,
+    RawCallback,
     Recorder,
     StatusSnapshot,
     make_session_id,
@@ -237,9 +240,11 @@ class RecorderNode(Node):
                     continue
                 infos = self.get_publishers_info_by_topic(topic)
                 offered = [qos_to_dict(i.qos_profile) for i in infos]
-                if topic in self.subscriptions_by_topic:
+                sub = self.subscriptions_by_topic.get(topic)
+                if sub is not None:
                     if offered:
                         recorder.update_qos(topic, offered)
+                        self._warn_mismatch(topic, sub, offered)
                     continue
                 if len(types) != 1:
                     self._warn_once(topic, f"not recording {topic}: it has several types {types}")
@@ -247,6 +252,19 @@ class RecorderNode(Node):
                 if not offered:
                     continue  # only subscribers so far: wait for a publisher to learn its QoS
                 self._subscribe(recorder, topic, types[0], offered)
+
+    def _warn_mismatch(
+        self, topic: str, sub: Subscription[Any], offered: list[dict[str, Any]]
+    ) -> None:
+        # The subscription's QoS was chosen for the publishers seen when it was made; one
+        # that joined later with weaker QoS is not matched and its messages never arrive.
+        why = qos_mismatch(qos_to_dict(sub.qos_profile), offered)
+        if why is not None:
+            self._warn_once(
+                f"qos:{topic}",
+                f"not recording every publisher of {topic}: {why}; "
+                "its messages are missed until the next session",
+            )
 
     def _subscribe(
         self, recorder: Recorder, topic: str, type_name: str, offered: list[dict[str, Any]]
@@ -261,11 +279,58 @@ class RecorderNode(Node):
             self._warn_once(topic, f"not recording {topic} ({type_name}): {exc}")
             return
         qos = adapt_subscription(offered, self.config.recording.qos_depth)
-        sub = self.create_subscription(msg_class, topic, callback, qos_from_dict(qos), raw=True)
+        cell: list[Subscription[Any]] = []
+        sub = self.create_subscription(
+            msg_class,
+            topic,
+            _draining(callback, cell),
+            qos_from_dict(qos),
+            raw=True,
+            # No per-subscription QoS event handlers: rclpy adds two by default (incompatible
+            # QoS / type warnings), and each one is rebuilt into the wait set on every spin,
+            # ~15% of the executor thread at 3x720p30 raw (issue 12), and destroying them
+            # from another thread raced the executor (InvalidHandle). discover() warns
+            # about publishers with incompatible QoS from the graph instead.
+            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
+        )
+        cell.append(sub)
         self.subscriptions_by_topic[topic] = sub
         self.get_logger().info(
             f"recording {topic} [{type_name}] ({qos['reliability']}, {qos['durability']})"
         )
+
+
+#: Messages one callback may take beyond the one the executor handed it (fairness bound).
+DRAIN_LIMIT: Final = 32
+
+
+def _draining(callback: RawCallback, cell: list[Subscription[Any]]) -> RawCallback:
+    """Wrap a recorder callback so one dispatch takes every message already waiting.
+
+    Why: the executor takes one message per subscription per wait cycle, and each cycle
+    (wait set rebuilt, ready entities scanned, a Task per message) cost more than the
+    callback itself; when messages back up, draining up to ``DRAIN_LIMIT`` of them in one
+    dispatch pays that cost once (issue 12). Order per topic is kept (one subscription, one
+    thread); other topics wait at most ``DRAIN_LIMIT`` messages.
+    """
+
+    def drained(msg: Any, info: Any) -> None:
+        callback(msg, info)
+        if not cell:
+            return
+        sub = cell[0]
+        try:
+            with sub.handle:
+                take = sub.handle.take_message
+                for _ in range(DRAIN_LIMIT):
+                    taken = take(sub.msg_type, True)
+                    if taken is None:
+                        return
+                    callback(*taken)
+        except InvalidHandle:
+            return  # destroyed meanwhile (session ending): nothing more to take
+
+    return drained
 
 
 def _msg_class(type_name: str) -> Any:
@@ -293,7 +358,13 @@ def spin_until_stopped(node: RecorderNode, stop: threading.Event) -> None:
     sys.setswitchinterval(min(previous, RECORDER_SWITCH_INTERVAL))
     try:
         while not stop.is_set() and not node.auto_stopped.is_set():
-            executor.spin_once(timeout_sec=0.1)
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except InvalidHandle:
+                # A session stopped on another thread (tablet, auto-stop) destroyed a
+                # subscription between the executor's wait and its dispatch. Readiness is
+                # level-triggered in rcl, so the next wait sees whatever is still queued.
+                continue
     finally:
         sys.setswitchinterval(previous)
         executor.remove_node(node)
