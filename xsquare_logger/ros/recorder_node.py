@@ -33,12 +33,12 @@ from xsquare_logger.live.server import LiveView
 from xsquare_logger.recording.recorder import (
     INTERNAL_TOPICS,
     STATUS_TOPIC,
-    RawCallback,
     Recorder,
     StatusSnapshot,
     make_session_id,
 )
 from xsquare_logger.recording.selection import TopicSelector
+from xsquare_logger.ros.pump import PumpedGroup, SubscriptionPump
 from xsquare_logger.ros.qos import qos_from_dict, qos_to_dict
 from xsquare_logger.session.health import StreamHealth
 from xsquare_logger.session.manifest import SessionManifest
@@ -131,6 +131,9 @@ class RecorderNode(Node):
         )
         self.selector = TopicSelector(self.config.recording, never=set(INTERNAL_TOPICS))
         self.subscriptions_by_topic: dict[str, Subscription] = {}
+        # Recorded topics are taken on a receive thread of their own (ros/pump.py).
+        self.pump = SubscriptionPump(self.context)
+        self._pumped = PumpedGroup()
         self._warned: set[str] = set()
         self.create_timer(self.config.recording.discovery_interval, self.discover)
         self.live: LiveView | None = None
@@ -140,6 +143,7 @@ class RecorderNode(Node):
             self.live = LiveView(self.config.live, ros2msg_schema, name=self.config.robot_id)
 
     def destroy_node(self) -> None:
+        self.pump.stop()
         if self.live is not None:
             self.live.close()
             self.live = None
@@ -191,9 +195,12 @@ class RecorderNode(Node):
             recorder = self.recorder
             if recorder is None:
                 return None
-            for sub in self.subscriptions_by_topic.values():
-                self.destroy_subscription(sub)
+            subs = list(self.subscriptions_by_topic.values())
             self.subscriptions_by_topic.clear()
+            # The receive loop lets go of them first: no callback into this session after.
+            self.pump.remove(subs, wait=True)
+            for sub in subs:
+                self.destroy_subscription(sub)
             manifest = recorder.stop(self.auto_stop_reason or reason)
             self.recorder = None
             for callback in self.on_session_closed:
@@ -279,58 +286,24 @@ class RecorderNode(Node):
             self._warn_once(topic, f"not recording {topic} ({type_name}): {exc}")
             return
         qos = adapt_subscription(offered, self.config.recording.qos_depth)
-        cell: list[Subscription[Any]] = []
         sub = self.create_subscription(
             msg_class,
             topic,
-            _draining(callback, cell),
+            callback,
             qos_from_dict(qos),
+            callback_group=self._pumped,
             raw=True,
             # No per-subscription QoS event handlers: rclpy adds two by default (incompatible
-            # QoS / type warnings), and each one is rebuilt into the wait set on every spin,
-            # ~15% of the executor thread at 3x720p30 raw (issue 12), and destroying them
-            # from another thread raced the executor (InvalidHandle). discover() warns
-            # about publishers with incompatible QoS from the graph instead.
+            # QoS / type warnings), each a waitable of the executor, rebuilt into its wait
+            # set on every spin (~15% of the executor thread at 3x720p30 raw, issue 12).
+            # discover() warns about publishers with incompatible QoS from the graph instead.
             event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
         )
-        cell.append(sub)
+        self.pump.add(sub, callback)
         self.subscriptions_by_topic[topic] = sub
         self.get_logger().info(
             f"recording {topic} [{type_name}] ({qos['reliability']}, {qos['durability']})"
         )
-
-
-#: Messages one callback may take beyond the one the executor handed it (fairness bound).
-DRAIN_LIMIT: Final = 32
-
-
-def _draining(callback: RawCallback, cell: list[Subscription[Any]]) -> RawCallback:
-    """Wrap a recorder callback so one dispatch takes every message already waiting.
-
-    Why: the executor takes one message per subscription per wait cycle, and each cycle
-    (wait set rebuilt, ready entities scanned, a Task per message) cost more than the
-    callback itself; when messages back up, draining up to ``DRAIN_LIMIT`` of them in one
-    dispatch pays that cost once (issue 12). Order per topic is kept (one subscription, one
-    thread); other topics wait at most ``DRAIN_LIMIT`` messages.
-    """
-
-    def drained(msg: Any, info: Any) -> None:
-        callback(msg, info)
-        if not cell:
-            return
-        sub = cell[0]
-        try:
-            with sub.handle:
-                take = sub.handle.take_message
-                for _ in range(DRAIN_LIMIT):
-                    taken = take(sub.msg_type, True)
-                    if taken is None:
-                        return
-                    callback(*taken)
-        except InvalidHandle:
-            return  # destroyed meanwhile (session ending): nothing more to take
-
-    return drained
 
 
 def _msg_class(type_name: str) -> Any:
@@ -365,6 +338,8 @@ def spin_until_stopped(node: RecorderNode, stop: threading.Event) -> None:
                 # subscription between the executor's wait and its dispatch. Readiness is
                 # level-triggered in rcl, so the next wait sees whatever is still queued.
                 continue
+            if node.pump.error is not None:
+                raise node.pump.error  # a recorder callback failed on the receive thread
     finally:
         sys.setswitchinterval(previous)
         executor.remove_node(node)
