@@ -350,7 +350,10 @@ def test_incompressible_chunk_is_stored_uncompressed(tmp_path: Path, background:
         summary = reader.get_summary()
         assert [m.data for _s, _c, m in reader.iter_messages()] == [noise, bytes(200_000)]
     assert summary is not None
-    assert [ci.compression for ci in summary.chunk_indexes] == ["", "lz4"]
+    kinds = [ci.compression for ci in summary.chunk_indexes]
+    # In background mode the second chunk may also be stored plainly when the I/O thread
+    # still holds the first one (writer behind: tested on its own below).
+    assert kinds == ["", "lz4"] if not background else kinds in (["", "lz4"], ["", ""])
     codes = {f["code"] for f in doctor(path)}
     assert "CHUNK_COMPRESSION_INEFFICIENT" not in codes
 
