@@ -21,6 +21,7 @@ from conftest import xsq
 from mcap.reader import make_reader
 from rclpy.serialization import deserialize_message, serialize_message
 from support import known
+from support.waiting import wait_until
 
 from xsquare_logger.config.model import LoggerConfig, apply_overrides
 from xsquare_logger.errors import XsqError
@@ -39,15 +40,6 @@ def _info(seq: int) -> dict:
     return {"source_timestamp": t, "received_timestamp": t + 500,
             "publication_sequence_number": seq, "reception_sequence_number": None,
             "publisher_gid": GID}
-
-
-def _wait(cond, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_loss_counters_are_one_set_everywhere(env, monkeypatch, tmp_path: Path) -> None:
@@ -82,12 +74,12 @@ def test_loss_counters_are_one_set_everywhere(env, monkeypatch, tmp_path: Path) 
         for seq in range(1, 61):
             cb(frame, _info(seq))
         assert rec.stage is not None
-        _wait(lambda: all(s.pending == 0 for s in rec.stage.stats().values()), "encoder idle")
+        wait_until(lambda: all(s.pending == 0 for s in rec.stage.stats().values()), "encoder idle")
         lane = rec.stage.stats()[CAM]
         expected = lane.skipped + lane.failed
         assert expected > 0, "the JPEG lane never filled: no encoder drops to compare"
         # The tablet status, once a status after the last frame has been taken.
-        _wait(lambda: machine.snapshot()["topics"].get(CAM, {}).get("lost") == expected,
+        wait_until(lambda: machine.snapshot()["topics"].get(CAM, {}).get("lost") == expected,
               "tablet status to show the encoder drops")
         tablet = json.loads(json.dumps(machine.snapshot()))
         manifest = node.stop_session("stopped")

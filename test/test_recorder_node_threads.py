@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from support.waiting import wait_until
 
 from xsquare_logger.bag.qos import make_qos, qos_mismatch
 from xsquare_logger.config.model import LoggerConfig, apply_overrides
@@ -39,15 +40,6 @@ def _config(tmp_path: Path) -> LoggerConfig:
          "recording.discovery_interval": 0.05, "recording.topics": [TOPIC]},
         "test",
     )
-
-
-def _wait(cond: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _received(rec: Any) -> int:
@@ -128,7 +120,7 @@ def test_sessions_stopped_from_another_thread_keep_the_executor_alive(
     try:
         for n in range(12):
             rec = node.start_session(tmp_path / f"s{n}")
-            _wait(lambda r=rec: _received(r) >= 20, f"session {n} to record {TOPIC}")
+            wait_until(lambda r=rec: _received(r) >= 20, f"session {n} to record {TOPIC}")
             assert spinner.error is None, repr(spinner.error)
             manifest = node.stop_session("stopped by operator")
             assert manifest is not None
@@ -158,7 +150,7 @@ def test_a_publisher_the_subscription_cannot_match_is_warned_about(
     late: threading.Thread | None = None
     try:
         rec = node.start_session(tmp_path / "s")
-        _wait(lambda: TOPIC in node.subscriptions_by_topic, "the recorder to subscribe")
+        wait_until(lambda: TOPIC in node.subscriptions_by_topic, "the recorder to subscribe")
         assert "not recording every publisher" not in capfd.readouterr().err
         late = _publish(
             source, stop_pub, QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -170,7 +162,7 @@ def test_a_publisher_the_subscription_cannot_match_is_warned_about(
             seen += capfd.readouterr().err
             return "not recording every publisher of " + TOPIC in seen
 
-        _wait(warned, "the QoS mismatch warning")
+        wait_until(warned, "the QoS mismatch warning")
         assert "best_effort publisher joined" in seen
         assert _received(rec) > 0  # the reliable one still records
         node.stop_session("stopped")

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 import yaml
 from support.localserver import STORE_PARTS, LocalS3Server
 from support.sample import make_session
+from support.waiting import wait_until
 from support.wirecount import CountingProxy
 
 from xsquare_logger.config.model import LoggerConfig, apply_overrides
@@ -103,15 +103,6 @@ def remote_objects(server: LocalS3Server) -> dict[str, bytes]:
 
 def local_files(session: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in session.iterdir() if p.name != ".recording.lock"}
-
-
-def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- full flow ---------------------------------------------------------------------------
@@ -203,7 +194,7 @@ def test_killed_uploader_resumes_without_resending_completed_parts(
             return f[0].bytes_done // part if f else 0
 
         try:
-            wait_for(lambda: parts_done() >= 3, what="3 parts uploaded")
+            wait_until(lambda: parts_done() >= 3, what="3 parts uploaded")
             p.send_signal(signal.SIGKILL)
             p.wait(10)
         finally:
@@ -254,9 +245,9 @@ def test_server_down_then_up_retries_and_completes(tmp_path: Path, s3) -> None:
 
     u.start()
     try:
-        wait_for(lambda: bytes_done() >= 5 * MIB, what="first part")
+        wait_until(lambda: bytes_done() >= 5 * MIB, what="first part")
         s3.stop()  # in-progress multipart uploads die with it (rclone keeps them in memory)
-        wait_for(
+        wait_until(
             lambda: (
                 q.session(session.name).attempts >= 1
                 or "not answering" in (q.get_meta("gate") or "")
@@ -264,7 +255,7 @@ def test_server_down_then_up_retries_and_completes(tmp_path: Path, s3) -> None:
             what="a failed attempt",
         )
         s3.start()
-        wait_for(lambda: q.session(session.name).state == "verified", what="verified")
+        wait_until(lambda: q.session(session.name).state == "verified", what="verified")
     finally:
         u.stop()
     remote = remote_objects(s3)

@@ -790,30 +790,23 @@ class McapWriter:
     def _io_error(self, what: str, exc: OSError) -> McapWriterError:
         return McapWriterError(f"{self._path}: {what} failed: {exc.strerror}", errno=exc.errno)
 
-    def _write(self, data: Any) -> None:
-        """Write bytes (immutable, or a buffer nobody changes) into the file and SHA-256."""
+    def _write(self, data: Any, owner: bytearray | None = None) -> None:
+        """Write bytes (immutable, or a buffer nobody changes) into the file and SHA-256.
+
+        ``owner``: the buffer ``data`` is a view of (an uncompressed chunk body); the hasher
+        thread is given it instead, because the view is released when the caller's
+        ``with`` ends, before the hasher gets to it."""
         try:
             self._file.write(data)
         except OSError as exc:
             raise self._io_error("write", exc) from exc
-        if self._hasher is not None:
+        if self._hasher is None:
+            self._sha.update(data)
+        elif owner is None:
             self._hasher.update(data)
         else:
-            self._sha.update(data)
+            self._hasher.update(owner, len(data))
         self._offset += len(data)
-
-    def _write_chunk_body(self, buf: bytearray, body: memoryview) -> None:
-        """Write an uncompressed chunk body; the hasher reads ``buf`` itself (``body`` is
-        released when the caller's ``with`` ends, before the hasher gets to it)."""
-        try:
-            self._file.write(body)
-        except OSError as exc:
-            raise self._io_error("write", exc) from exc
-        if self._hasher is not None:
-            self._hasher.update(buf, len(body))
-        else:
-            self._sha.update(body)
-        self._offset += len(body)
 
     def _close_chunk(self) -> None:
         """Hand the open chunk to :meth:`_finish_chunk` (now, or on the I/O thread)."""
@@ -907,10 +900,7 @@ class McapWriter:
             )
             chunk_offset = self._offset
             self._write(head)
-            if payload is body:
-                self._write_chunk_body(buf, body)
-            else:
-                self._write(payload)
+            self._write(payload, owner=buf if payload is body else None)
             del payload  # drop any export of the buffer before it is reused
         chunk_length = self._offset - chunk_offset
 

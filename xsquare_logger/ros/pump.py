@@ -2,7 +2,7 @@
 
 Why: at 3x720p30 raw + 4 x 500 Hz control topics, rclpy's ``SingleThreadedExecutor`` spent
 about half of its thread rebuilding the wait set, scanning every entity and wrapping each
-message in a Task (~77 us per message measured here, see docs/architecture.md); that thread
+message in a Task (~77 us CPU per message on the 2-core VM we measure on); that thread
 was saturated and DDS dropped what it could not take in time (issue 12). This loop keeps the
 subscription handles entered, waits on one rcl wait set and takes every waiting message of
 a ready subscription (up to ``DRAIN_LIMIT``) straight into the recorder callback, with the
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any, Final
 
 from rclpy.callback_groups import CallbackGroup
@@ -27,6 +26,8 @@ from rclpy.exceptions import InvalidHandle
 from rclpy.guard_condition import GuardCondition
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.subscription import Subscription
+
+from xsquare_logger.recording.recorder import RawCallback
 
 __all__ = ["DRAIN_LIMIT", "PumpedGroup", "SubscriptionPump"]
 
@@ -37,9 +38,6 @@ DRAIN_LIMIT: Final = 32
 
 #: How long one wait may block (ns): bounds how late ``stop`` is seen if no wake-up came.
 _WAIT_NS: Final = 200_000_000
-
-RawCallback = Callable[[Any, Any], None]
-
 
 class PumpedGroup(CallbackGroup):
     """The callback group of pumped subscriptions: the executor never runs them (it does
