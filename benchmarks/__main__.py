@@ -101,6 +101,7 @@ def run_phase(
         sub_stats = json.loads((logs / "sub.out").read_text().strip().splitlines()[-1])
         out["received"] = sub_stats["received"]
         out["bytes"] = sub_stats.get("bytes", {})
+        out["gaps"] = sub_stats.get("gaps", {})
     else:
         manifest = json.loads((workdir / "session" / "session.json").read_text())
         out["topics"] = manifest["topics"]
@@ -135,10 +136,11 @@ def humanoid_bench(
             recorded = int(rec["topics"].get(t["compressed_to"], {}).get("written", 0))
             t = {**t, "dropped_encode": t.get("dropped_encode", 0)}
         received = int(ceiling["received"].get(topic, 0))
-        lost = sum(
-            int(t.get(k, 0))
+        kinds = {
+            k: int(t.get(k, 0))
             for k in ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode")
-        )
+        }
+        lost = sum(kinds.values())
         # Both phases publish for the same time, but the two sims' counts differ
         # slightly; normalise each side by what its own sim published.
         pub_c, pub_r = ceiling["published"].get(topic, 0), rec["published"].get(topic, 0)
@@ -148,9 +150,11 @@ def humanoid_bench(
                 "topic": topic,
                 "published_ceiling_run": pub_c,
                 "ceiling_received": received,
+                "ceiling_gaps": int(ceiling["gaps"].get(topic, 0)),
                 "published_recorder_run": pub_r,
                 "recorded": recorded,
                 "lost": lost,
+                "lost_by_kind": kinds,  # transport gap / full queue / disk / encoder
                 "ratio": ratio,
                 "naive_ratio": _ratio(naive, topic, received / pub_c)
                 if naive and pub_c and received else None,
@@ -196,6 +200,10 @@ def print_humanoid(r: dict) -> None:
               f"{row['published_recorder_run']:>9} {row['recorded']:>9} {row['lost']:>5} "
               f"{row['ratio']:>6.3f}")
     print(f"recorded ÷ ceiling (all topics): {r['ratio_total']:.4f}   lost: {r['lost_total']}")
+    if r["lost_total"]:
+        kinds = r["rows"][0]["lost_by_kind"]
+        by_kind = {k: sum(row["lost_by_kind"][k] for row in r["rows"]) for k in kinds}
+        print("lost by kind: " + ", ".join(f"{k} {v}" for k, v in by_kind.items()))
     naive = [row["naive_ratio"] for row in r["rows"] if row["naive_ratio"] is not None]
     if naive:
         print("naive rclpy + mcap Writer (zstd) in the callback ÷ ceiling, per topic: "
