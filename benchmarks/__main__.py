@@ -93,6 +93,7 @@ def run_phase(
     sim_stats = json.loads((logs / "sim.out").read_text().strip().splitlines()[-1])
     out: dict[str, Any] = {
         "published": sim_stats["published"],
+        "skipped": sim_stats.get("skipped", {}),  # ticks the sim was a whole period late for
         "cpu_percent": 100.0 * (cpu1 - cpu0) / max(1e-9, wall1 - wall0),
         "sim_cpu_percent": 100.0 * sim_cpu / max(1e-9, wall1 - wall0),
         "wall_s": wall1 - wall0,
@@ -180,8 +181,24 @@ def humanoid_bench(
         "disk_MBps": rec["bytes_on_disk"] / 1e6 / rec["wall_s"],
         "recorder_cpu_percent": rec["cpu_percent"],
         "ceiling_cpu_percent": ceiling["cpu_percent"],
+        "sim_skipped_percent": {
+            "ceiling": _skipped_percent(ceiling),
+            "recorder": _skipped_percent(rec),
+            **({"naive": _skipped_percent(naive)} if naive else {}),
+        },
         "sim_cpu_percent": rec["sim_cpu_percent"],
     }
+
+
+def _skipped_percent(phase: dict) -> float:
+    """Share of its due ticks the sim skipped in a phase, in percent (the worst topic:
+    the 500 Hz ones, a camera is never a whole period late)."""
+    shares = [
+        n / (n + phase["published"].get(topic, 0))
+        for topic, n in phase["skipped"].items()
+        if n + phase["published"].get(topic, 0)
+    ]
+    return 100.0 * max(shares, default=0.0)
 
 
 def _ratio(phase: dict, topic: str, ceiling_fraction: float) -> float:
@@ -210,6 +227,8 @@ def print_humanoid(r: dict) -> None:
               f"min {min(naive):.3f}  " + " ".join(f"{v:.3f}" for v in naive))
     print(f"raw data received by the ceiling: {r['raw_MBps_published']:.1f} MB/s   recorded "
           f"payload: {r['recorded_MBps']:.1f} MB/s   on disk: {r['disk_MBps']:.1f} MB/s")
+    skipped = "  ".join(f"{k} {v:.1f}%" for k, v in r["sim_skipped_percent"].items())
+    print(f"sim ticks skipped (late by a whole period; worst topic), per phase: {skipped}")
     print(f"CPU: recorder {r['recorder_cpu_percent']:.0f}%  ceiling subscriber "
           f"{r['ceiling_cpu_percent']:.0f}%  sim {r['sim_cpu_percent']:.0f}% (100% = one core)")
 
