@@ -58,6 +58,8 @@ def run(minutes: float, cameras: str, interval: float, workdir: Path) -> dict:
                   ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode"))
         for name, t in manifest["topics"].items()
     }  # fmt: skip
+    kinds = ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode")
+    by_kind = {k: sum(int(t.get(k, 0)) for t in manifest["topics"].values()) for k in kinds}
     per_minute: dict[int, list[int]] = {}
     for t, rss in samples:
         per_minute.setdefault(int(t // 60), []).append(rss)
@@ -70,6 +72,7 @@ def run(minutes: float, cameras: str, interval: float, workdir: Path) -> dict:
         "per_minute_MB": {m: (min(v) / _MB, max(v) / _MB) for m, v in per_minute.items()},
         "lost": sum(lost.values()),
         "lost_by_topic": {k: v for k, v in lost.items() if v},
+        "lost_by_kind": {k: v for k, v in by_kind.items() if v},
         "files": len(manifest["files"]),
     }
 
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for minute, (lo, hi) in sorted(r["per_minute_MB"].items()):
         print(f"minute {minute:>3}: {lo:7.1f} .. {hi:7.1f} MB")
     print(f"overall: {r['rss_MB_min']:.1f} .. {r['rss_MB_max']:.1f} MB; files {r['files']}; "
-          f"lost {r['lost']} {r['lost_by_topic'] or ''}")
+          f"lost {r['lost']} {r['lost_by_topic'] or ''} {r['lost_by_kind'] or ''}")
     if args.json:
         args.json.write_text(json.dumps(r, indent=2))
     return 0
