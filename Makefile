@@ -35,7 +35,7 @@ NO_TESTS_OK ?= 0
 LINT_PATHS := xsquare_logger benchmarks test launch scripts setup.py
 MSG_SRCS := $(shell find msg -type f -not -path 'msg/build/*' 2>/dev/null)
 SETUP_DEPS := requirements.txt constraints.txt setup.py setup.cfg pyproject.toml package.xml \
-	resource/xsquare_logger scripts/build_msgs.sh $(MSG_SRCS)
+	resource/xsquare_logger scripts/build_msgs.sh $(MSG_SRCS) test/js/package-lock.json
 
 .PHONY: help setup test lint format demo bench constraints smoke clean distclean
 
@@ -64,6 +64,13 @@ $(STAMP): $(SETUP_DEPS)
 	@for f in package.xml launch config; do \
 		ln -sfn "$(CURDIR)/$$f" "$(VENV)/share/xsquare_logger/$$f"; \
 	done
+	@# MCAP readers we did not write, in TypeScript (the library Foxglove and Lichtblick use),
+	@# for test/test_mcap_js_reader.py; without npm that test skips and says why.
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "setup: npm ci --prefix test/js (@mcap/core reader for the tests)"; \
+		npm ci --prefix test/js --silent --no-audit --no-fund \
+			|| echo "setup: npm ci failed: test_mcap_js_reader skips"; \
+	else echo "setup: no npm: test_mcap_js_reader skips"; fi
 	@touch "$@"
 	@echo "setup: done"
 
