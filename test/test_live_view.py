@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from rclpy.serialization import serialize_message
 from support import known
+from support.waiting import wait_until
 
 from xsquare_logger.bag.qos import make_qos
 from xsquare_logger.bag.schema import ros2msg_schema
@@ -34,11 +35,23 @@ def test_live_view_streams_recorded_cdr_and_throttles_cameras(tmp_path: Path) ->
     rec = Recorder(cfg, tmp_path / "s", "s", taps=[live])
     cam = rec.add_topic(known.IMAGE_TOPIC, "sensor_msgs/msg/Image", [make_qos("best_effort")])
     joints = rec.add_topic(known.JOINT_TOPIC, "sensor_msgs/msg/JointState", [make_qos()])
+    offered: list[str] = []  # topics the writer thread has offered to the live view
+    real_offer = live.offer
+
+    def counting_offer(topic: str, type_name: str, data: bytes, log_time_ns: int) -> bool:
+        sent = real_offer(topic, type_name, data, log_time_ns)
+        offered.append(topic)
+        return sent
+
+    live.offer = counting_offer
     rec.start()
     frame = serialize_message(known.image(0))
     js = serialize_message(known.joint_state(0))
-    cam(frame, _info(1, 1_000_000_000))  # creates the channels (nobody watches yet)
+    cam(frame, _info(1, 1_000_000_000))  # recorded, but nobody watches yet: not sent
     joints(js, _info(1, 1_000_000_000))
+    # Taps run on the writer thread: on a busy machine it could still hold these two when
+    # the viewer subscribes below, and then send them (CI saw 11 frames instead of 10).
+    wait_until(lambda: len(offered) >= 2, "the first two messages offered to the live view")
     try:
         with websockets_sync.connect(
             f"ws://127.0.0.1:{live.port}", subprotocols=["foxglove.sdk.v1"], open_timeout=10
