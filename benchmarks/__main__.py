@@ -19,6 +19,8 @@ from typing import Any
 import psutil
 from support.procs import ros_env, start, stop
 
+from xsquare_logger.session.counters import LOSS_KINDS
+
 __all__ = ["main"]
 
 
@@ -137,10 +139,7 @@ def humanoid_bench(
             recorded = int(rec["topics"].get(t["compressed_to"], {}).get("written", 0))
             t = {**t, "dropped_encode": t.get("dropped_encode", 0)}
         received = int(ceiling["received"].get(topic, 0))
-        kinds = {
-            k: int(t.get(k, 0))
-            for k in ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode")
-        }
+        kinds = {k: int(t.get(k, 0)) for k in LOSS_KINDS}
         lost = sum(kinds.values())
         # Both phases publish for the same time, but the two sims' counts differ
         # slightly; normalise each side by what its own sim published.

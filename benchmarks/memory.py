@@ -21,6 +21,7 @@ import psutil
 from support.procs import ros_env, start, stop
 
 from benchmarks.__main__ import CAMERAS, _wait_stderr
+from xsquare_logger.session.counters import LOSS_KINDS
 
 __all__ = ["main"]
 
@@ -53,13 +54,11 @@ def run(minutes: float, cameras: str, interval: float, workdir: Path) -> dict:
     samples.append((time.monotonic() - t0, ps.memory_info().rss))
     stop(rec, timeout=300)
     manifest = json.loads((session / "session.json").read_text())
+    topics = manifest["topics"].values()
     lost = {
-        name: sum(int(t.get(k, 0)) for k in
-                  ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode"))
-        for name, t in manifest["topics"].items()
-    }  # fmt: skip
-    kinds = ("lost_transport", "dropped_queue", "dropped_disk", "dropped_encode")
-    by_kind = {k: sum(int(t.get(k, 0)) for t in manifest["topics"].values()) for k in kinds}
+        name: sum(int(t.get(k, 0)) for k in LOSS_KINDS) for name, t in manifest["topics"].items()
+    }
+    by_kind = {k: sum(int(t.get(k, 0)) for t in topics) for k in LOSS_KINDS}
     per_minute: dict[int, list[int]] = {}
     for t, rss in samples:
         per_minute.setdefault(int(t // 60), []).append(rss)

@@ -75,11 +75,17 @@ class RosSide:
         )
         self._clients: dict[str, Any] = {}
 
-    def spin_until(self, done: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    def spin_for(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Spin until ``done()`` or ``timeout`` s; whether it is done."""
         deadline = time.monotonic() + timeout
         while not done():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            if time.monotonic() >= deadline:
+                return False
             self.executor.spin_once(timeout_sec=0.05)
+        return True
+
+    def spin_until(self, done: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+        assert self.spin_for(done, timeout), f"timed out waiting for {what}"
 
     def call(self, name: str, type_name: str, **fields: Any) -> Any:
         kind = getattr(self.srv, type_name)
@@ -97,10 +103,7 @@ class RosSide:
         # with the same request_id, which the recorder answers once (CI lost one so).
         for _attempt in range(6):
             future = client.call_async(request)
-            deadline = time.monotonic() + 10.0
-            while not future.done() and time.monotonic() < deadline:
-                self.executor.spin_once(timeout_sec=0.05)
-            if future.done():
+            if self.spin_for(future.done, 10.0):
                 return future.result()
             client.remove_pending_request(future)
         raise AssertionError(f"no reply of {name} in 6 attempts of 10 s")

@@ -180,9 +180,9 @@ class CompressionStage:
         spec: Mapping[str, CameraCompression],
         on_output: OnOutput,
         workers: int = 2,
-        # 4 frames = 133 ms of a 30 Hz camera before a frame is refused: with 2, a 30 min
-        # JPEG humanoid run on the quiet 2-core VM lost 70 of 162,000 frames (issue 12),
-        # for ~8 MB more per 720p camera.
+        # 4 frames = 133 ms of a 30 Hz camera before a frame is refused, for ~8 MB more per
+        # 720p camera. With 2 (66 ms), a 30 min JPEG humanoid run on the quiet 2-core VM lost
+        # 70 of 162,000 frames (kind not recorded; raw runs lost none); with 4, none (issue 12).
         max_pending_per_topic: int = 4,
     ) -> None:
         if workers < 1 or max_pending_per_topic < 1:
